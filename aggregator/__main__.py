@@ -1,0 +1,39 @@
+"""Command line: ``python -m aggregator --volume V --run-id R --round N --expect WORKERS``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aggregator.aggregate import aggregate_round
+from common.cli import user_errors
+from common.layout import RunLayout
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m aggregator",
+        description="FedAvg one round's client models (weighted by num_examples) into the round's global model.",
+    )
+    parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
+    parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
+    parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")
+    parser.add_argument("--expect", type=int, required=True, help="number of client models the round must have")
+    return parser
+
+
+@user_errors("aggregator")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    layout = RunLayout(args.volume, args.run_id)
+    summary = aggregate_round(layout, args.round, args.expect)
+    print(
+        f"round {args.round}: averaged {summary['num_clients']} clients "
+        f"({summary['num_examples']} examples) into {layout.global_model_path(args.round)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Atomic writes: a reader sees the old file or the whole new one, never a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path``; rename it into place only if the block succeeds."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so the rename never crosses a filesystem (atomic on local disks and NFS).
+    descriptor, temporary_name = tempfile.mkstemp(
+        prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent
+    )
+    os.close(descriptor)
+    temporary_path = Path(temporary_name)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, final_path)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_path(path) as temporary_path:
+        temporary_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, turning a missing or corrupt file into a ValueError a user can act on."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not readable JSON ({error})") from None

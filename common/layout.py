@@ -1,0 +1,125 @@
+"""The one place that knows where every file lives on the shared volume (a local directory or NFS).
+
+    <volume>/
+      data/mnist.npz                          MNIST in Keras's npz layout (uint8)
+      runs/<run-id>/
+        run.json                              the run's configuration (a resume must match it)
+        shards/manifest.json                  per-shard counts and label histograms
+        shards/shard-000.npz ...              one training shard per worker
+        rounds/round-000/global.h5            the shared initial model
+        rounds/round-001/client-000.h5 ...    each worker's model after local training
+        rounds/round-001/global.h5            their FedAvg: the next round's starting model
+        rounds/round-001/metrics.json         its accuracy on the 10k test set
+        logs/round-001/worker-000/            TensorBoard logs
+      models/mnist/<version>/model.h5         published models (versions 1, 2, ...), newest served
+      models/mnist/<version>/info.json        how the model was made and its accuracy
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+MODEL_NAME = "mnist"
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is safe as one directory name (and as an Argo workflow name), else raise."""
+    if not RUN_ID_PATTERN.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} must be 1-63 lowercase letters, digits, '-' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return run_id
+
+
+def data_path(volume: Path) -> Path:
+    """Where MNIST lives on the volume."""
+    return Path(volume) / "data" / "mnist.npz"
+
+
+def models_dir(volume: Path) -> Path:
+    """The directory of published model versions that the web demo serves from."""
+    return Path(volume) / "models" / MODEL_NAME
+
+
+def model_version_dir(volume: Path, version: int) -> Path:
+    """The directory of one published model version."""
+    return models_dir(volume) / str(version)
+
+
+def published_model_path(version_dir: Path) -> Path:
+    """The model file inside a published version directory."""
+    return Path(version_dir) / "model.h5"
+
+
+def published_info_path(version_dir: Path) -> Path:
+    """The description (config, accuracy per round) inside a published version directory."""
+    return Path(version_dir) / "info.json"
+
+
+def published_versions(models_directory: Path) -> list[int]:
+    """Complete published versions (model and info present) in ``models/mnist``, oldest first."""
+    models_directory = Path(models_directory)
+    if not models_directory.is_dir():
+        return []
+    versions = []
+    for entry in models_directory.iterdir():
+        if entry.name.isdigit() and published_model_path(entry).is_file() and published_info_path(entry).is_file():
+            versions.append(int(entry.name))
+    return sorted(versions)
+
+
+def newest_version_dir(models_directory: Path) -> Path | None:
+    """The newest complete published version's directory, or None before anything is published."""
+    versions = published_versions(models_directory)
+    return Path(models_directory) / str(versions[-1]) if versions else None
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run on the volume; every component computes its paths here."""
+
+    volume: Path
+    run_id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "volume", Path(self.volume))
+        check_run_id(self.run_id)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.volume / "runs" / self.run_id
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "run.json"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.run_dir / "shards"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.shards_dir / "manifest.json"
+
+    def shard_path(self, worker: int) -> Path:
+        return self.shards_dir / f"shard-{worker:03d}.npz"
+
+    def round_dir(self, round_number: int) -> Path:
+        return self.run_dir / "rounds" / f"round-{round_number:03d}"
+
+    def global_model_path(self, round_number: int) -> Path:
+        """The model at the end of ``round_number``; round 0's is the shared initial model."""
+        return self.round_dir(round_number) / "global.h5"
+
+    def client_model_path(self, round_number: int, worker: int) -> Path:
+        return self.round_dir(round_number) / f"client-{worker:03d}.h5"
+
+    def metrics_path(self, round_number: int) -> Path:
+        return self.round_dir(round_number) / "metrics.json"
+
+    def tensorboard_dir(self, round_number: int, worker: int) -> Path:
+        return self.run_dir / "logs" / f"round-{round_number:03d}" / f"worker-{worker:03d}"

@@ -1,0 +1,1 @@
+"""Obtain real MNIST offline, in Keras's ``mnist.npz`` layout."""
