@@ -12,13 +12,16 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(final_path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; rename it into place only if the block succeeds."""
+def atomic_path(final_path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path``; rename it into place only if the block succeeds.
+
+    ``suffix`` ends the temporary name, for writers that pick a format from it (Keras wants ``.h5``).
+    """
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory, so the rename never crosses a filesystem (atomic on local disks and NFS).
     descriptor, temporary_name = tempfile.mkstemp(
-        prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent
+        prefix=f".{final_path.name}.", suffix=suffix, dir=final_path.parent
     )
     os.close(descriptor)
     temporary_path = Path(temporary_name)

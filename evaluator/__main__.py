@@ -1,0 +1,111 @@
+"""Command line: the accuracy test.
+
+    python -m evaluator --volume V --run-id R --round K     # a round's global model; writes the round's metrics.json
+    python -m evaluator --model PATH --data MNIST.npz        # any model file
+    python -m evaluator --volume V                           # the newest published model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import write_json
+from common.cli import user_errors
+from common.data import load_test_set, to_model_input
+from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
+from evaluator.metrics import classification_metrics
+
+PREDICTION_BATCH_SIZE = 1000
+
+
+def predict_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
+    """Softmax outputs of the model at ``model_path`` for uint8 images, in batches."""
+    if not Path(model_path).is_file():
+        raise ValueError(f"{model_path}: model file not found")
+    from common.model import load_model
+
+    try:
+        model = load_model(model_path)
+    except Exception as error:  # Keras raises many types for a file it cannot read
+        raise ValueError(f"{model_path}: not a loadable Keras model ({error})") from None
+    inputs = to_model_input(images)
+    batches = [
+        np.asarray(model.predict_on_batch(inputs[start : start + PREDICTION_BATCH_SIZE]))
+        for start in range(0, len(inputs), PREDICTION_BATCH_SIZE)
+    ]
+    return np.concatenate(batches)
+
+
+def evaluate(model_path: Path, data: Path) -> dict:
+    """The accuracy-test metrics of one model file on the MNIST test set."""
+    images, labels = load_test_set(data)
+    metrics = classification_metrics(predict_probabilities(model_path, images), labels)
+    return {"model": str(model_path), **metrics}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluator",
+        description="Accuracy test: evaluate a model on the 10,000 MNIST test images.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--volume", type=Path, help="the shared volume; alone, evaluates the newest published model")
+    parser.add_argument("--run-id", help="with --round: evaluate that run's round")
+    parser.add_argument("--round", type=int, help="with --run-id: evaluate the global model of this round")
+    parser.add_argument("--model", type=Path, help="evaluate this .h5 file instead")
+    parser.add_argument("--data", type=Path, help="MNIST npz (default: <volume>/data/mnist.npz)")
+    parser.add_argument("--output", type=Path, help="write metrics JSON here (default for a round: its metrics.json)")
+    parser.add_argument("--min-accuracy", type=float, help="exit 1 if test accuracy is below this (0-1)")
+    return parser
+
+
+def resolve_model_and_output(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """Which model file the flags name, and where its metrics go."""
+    if args.model is not None:
+        if args.run_id is not None or args.round is not None:
+            raise ValueError("give either --model or --run-id/--round, not both")
+        return args.model, args.output
+    if args.volume is None:
+        raise ValueError("name a model: --model PATH, --volume V --run-id R --round K, or --volume V")
+    if (args.run_id is None) != (args.round is None):
+        raise ValueError("--run-id and --round go together")
+    if args.run_id is not None:
+        layout = RunLayout(args.volume, args.run_id)
+        return layout.global_model_path(args.round), args.output or layout.metrics_path(args.round)
+    version_dir = newest_version_dir(models_dir(args.volume))
+    if version_dir is None:
+        raise ValueError(f"no published model in {models_dir(args.volume)}")
+    return published_model_path(version_dir), args.output
+
+
+@user_errors("evaluator")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.min_accuracy is not None and not 0.0 <= args.min_accuracy <= 1.0:
+        raise ValueError(f"--min-accuracy must be between 0 and 1, got {args.min_accuracy}")
+    model_path, output_path = resolve_model_and_output(args)
+    data = args.data or (data_path(args.volume) if args.volume else None)
+    if data is None:
+        raise ValueError("--data is required with --model")
+    metrics = evaluate(model_path, data)
+    if args.round is not None:
+        metrics["round"] = args.round
+    if output_path is not None:
+        write_json(output_path, metrics)
+    print(f"{model_path}: test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}")
+    if args.min_accuracy is not None and metrics["accuracy"] < args.min_accuracy:
+        print(
+            f"evaluator: FAILED: accuracy {metrics['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shard the MNIST training set into one file per worker."""

@@ -1,0 +1,46 @@
+"""Command line: ``python -m trainer --volume V --run-id R --round K --worker I --epochs E --batch-size B``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.cli import user_errors
+from common.layout import RunLayout
+from trainer.train import argo_progress_writer, train_client
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train one worker's shard for one round, starting from the previous round's global model. "
+        "Uses a GPU when TensorFlow sees one.",
+    )
+    parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
+    parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
+    parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")
+    parser.add_argument("--worker", type=int, required=True, help="which shard to train, 0 .. workers-1")
+    parser.add_argument("--epochs", type=int, default=1, help="local epochs over the shard this round")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per gradient step")
+    parser.add_argument("--seed", type=int, default=0, help="run seed; each worker and round derives its own")
+    return parser
+
+
+@user_errors("trainer")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    layout = RunLayout(args.volume, args.run_id)
+    result = train_client(
+        layout, args.round, args.worker, args.epochs, args.batch_size, args.seed, progress=argo_progress_writer()
+    )
+    print(
+        f"round {args.round} worker {args.worker}: {result['num_examples']} examples, "
+        f"train accuracy {result['train_accuracy']:.4f}, {result['seconds']:.1f} s "
+        f"-> {layout.client_model_path(args.round, args.worker)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
