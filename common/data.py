@@ -40,13 +40,20 @@ def load_arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"{path}: file not found")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [name for name in names if name not in archive.files]
-            if missing:
-                raise ValueError(f"{path}: missing arrays {missing} (has {sorted(archive.files)})")
-            return {name: archive[name] for name in names}
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an .npz archive")
+    with archive:
+        missing = [name for name in names if name not in archive.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing} (has {sorted(archive.files)})")
+        try:
+            return {name: archive[name] for name in names}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+            # ValueError here means object arrays, which would need unpickling: never for data files.
+            raise ValueError(f"{path}: not a readable .npz file ({error})") from None
 
 
 def load_mnist(path: Path) -> Mnist:

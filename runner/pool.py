@@ -1,0 +1,55 @@
+"""Long-lived trainer processes: each imports TensorFlow once and then trains any (round, worker) it is given."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+# Set in each pool process by ``start_trainer_process``.
+_progress_queue = None
+
+
+def start_trainer_process(num_threads: int, progress_queue) -> None:
+    """Pool initializer: quiet TF logs, cap threads, import TF now so the first task does not pay for it."""
+    global _progress_queue
+    _progress_queue = progress_queue
+    # Ctrl-C goes to the whole process group; only the runner decides what to do about it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from trainer.train import configure_threads
+
+    configure_threads(num_threads)
+    import keras  # noqa: F401 - imported for its start-up cost, paid once per process
+
+
+def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epochs: int, batch_size: int, seed: int) -> dict:
+    """Pool task: train one client and report batch progress to the runner."""
+    from common.layout import RunLayout
+    from trainer.train import train_client
+
+    last_report = 0.0
+
+    def report(done: int, total: int) -> None:
+        nonlocal last_report
+        now = time.monotonic()
+        if _progress_queue is not None and (done in (0, total) or now - last_report > 0.2):
+            _progress_queue.put((worker, done, total))
+            last_report = now
+
+    return train_client(RunLayout(Path(volume), run_id), round_number, worker, epochs, batch_size, seed, progress=report)
+
+
+def make_trainer_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
+    """A pool of ``parallelism`` trainer processes sharing the machine's cores between them."""
+    threads_per_process = max(1, (os.cpu_count() or 1) // parallelism)
+    return ProcessPoolExecutor(
+        max_workers=parallelism,
+        # spawn, not fork: forking a process that has already imported TensorFlow is unsafe.
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=start_trainer_process,
+        initargs=(threads_per_process, progress_queue),
+    )

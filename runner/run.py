@@ -1,0 +1,227 @@
+"""Run the federated pipeline locally: init -> split -> rounds of (train xN -> FedAvg -> evaluate) -> publish.
+
+Every step's output is written atomically where the cluster would write it, and a step whose output
+already exists (and is valid) is skipped: re-running an interrupted run finishes it without redoing work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import queue
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aggregator.aggregate import aggregate_round
+from aggregator.h5weights import open_model_file, read_metadata, sha256_of_file
+from common.atomic import read_json, write_json
+from common.layout import RunLayout, model_version_dir
+from common.runconfig import RunConfig
+from evaluator.__main__ import evaluate
+from publisher.publish import publish
+from runner.pool import make_trainer_pool, train_in_pool
+from splitter.__main__ import write_shards
+from trainer.init import initialize_run
+
+
+class TrainerDied(RuntimeError):
+    """A trainer process ended without finishing (killed, out of memory)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what is computed): these may change between a run and its resumption."""
+
+    volume: Path
+    data: Path
+    parallelism: int
+    min_accuracy: float | None = None
+
+
+def default_run_id(config: RunConfig) -> str:
+    """A readable run id that is the same for the same configuration, so re-running a command resumes it."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config.split}-w{config.workers}-r{config.rounds}-e{config.epochs}-s{config.seed}-{digest}"
+
+
+def client_is_done(layout: RunLayout, round_number: int, worker: int, start_sha256: str) -> bool:
+    """True if this client's model exists, is readable, and was trained from this round's starting model."""
+    path = layout.client_model_path(round_number, worker)
+    if not path.is_file():
+        return False
+    try:
+        with open_model_file(path) as handle:
+            metadata = read_metadata(handle)
+    except ValueError:
+        return False
+    return (
+        metadata.get("run_id") == layout.run_id
+        and metadata.get("round") == round_number
+        and metadata.get("global_sha256") == start_sha256
+    )
+
+
+def remove_abandoned_temporaries(layout: RunLayout) -> None:
+    """Delete half-written temporary files that a killed step left behind (finished files are never temporary)."""
+    for temporary in layout.run_dir.rglob(".*.tmp*"):
+        temporary.unlink(missing_ok=True)
+
+
+class LiveProgress:
+    """Rich progress bars: one for the rounds, one per worker for its batches; fed from the trainers' queue."""
+
+    def __init__(self, console: Console, config: RunConfig, progress_queue) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.rounds_task = self.progress.add_task("rounds", total=config.rounds)
+        self.worker_tasks = [
+            self.progress.add_task(f"worker {worker}", total=None) for worker in range(config.workers)
+        ]
+        self.queue = progress_queue
+        self.stopping = threading.Event()
+        self.listener = threading.Thread(target=self.listen, daemon=True)
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        self.listener.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopping.set()
+        self.listener.join(timeout=2)
+        self.progress.stop()
+
+    def listen(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                worker, done, total = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            self.progress.update(self.worker_tasks[worker], completed=done, total=total)
+
+    def start_round(self, round_number: int, pending_workers: list[int]) -> None:
+        self.progress.update(self.rounds_task, description=f"round {round_number}")
+        for worker, task in enumerate(self.worker_tasks):
+            done = worker not in pending_workers
+            self.progress.update(task, completed=1 if done else 0, total=1 if done else None)
+
+    def finish_round(self, round_number: int) -> None:
+        self.progress.update(self.rounds_task, completed=round_number)
+
+
+def train_round(pool, layout: RunLayout, config: RunConfig, round_number: int, workers: list[int]) -> list[dict]:
+    """Train the given workers of a round in the pool; raise TrainerDied if a trainer process dies."""
+    futures = [
+        pool.submit(
+            train_in_pool, str(layout.volume), layout.run_id, round_number, worker,
+            config.epochs, config.batch_size, config.seed,
+        )
+        for worker in workers
+    ]
+    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    try:
+        return [future.result() for future in futures]
+    except BrokenProcessPool:
+        raise TrainerDied(
+            f"a trainer process died during round {round_number}; finished work is kept, "
+            "run the same command again to resume"
+        ) from None
+
+
+def stop_pool(pool) -> None:
+    """Stop the trainer processes now: after an interrupt, a half-trained client is redone on resume anyway."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: Console) -> dict:
+    """The whole local pipeline; returns a summary. Steps whose outputs exist are skipped (resume)."""
+    started = time.monotonic()
+    layout = RunLayout(options.volume, run_id)
+    console.print(f"[bold]run[/bold] {run_id} in {layout.run_dir}")
+    initialize_run(layout, config)
+    write_shards(layout, options.data, config.workers, config.split, config.alpha, config.seed)
+    remove_abandoned_temporaries(layout)
+    history = []
+    progress_queue = multiprocessing.get_context("spawn").Queue()
+    pool = None
+    try:
+        with LiveProgress(console, config, progress_queue) as live:
+            for round_number in range(1, config.rounds + 1):
+                round_started = time.monotonic()
+                metrics_path = layout.metrics_path(round_number)
+                if not metrics_path.is_file():
+                    if not layout.global_model_path(round_number).is_file():
+                        start_sha256 = sha256_of_file(layout.global_model_path(round_number - 1))
+                        pending = [
+                            worker for worker in range(config.workers)
+                            if not client_is_done(layout, round_number, worker, start_sha256)
+                        ]
+                        live.start_round(round_number, pending)
+                        if pending:
+                            pool = pool or make_trainer_pool(min(options.parallelism, config.workers), progress_queue)
+                            train_round(pool, layout, config, round_number, pending)
+                        aggregate_round(layout, round_number, config.workers)
+                    metrics = evaluate(layout.global_model_path(round_number), options.data)
+                    write_json(metrics_path, {**metrics, "round": round_number})
+                    skipped = ""
+                else:
+                    skipped = " (done before)"
+                metrics = read_json(metrics_path)
+                seconds = time.monotonic() - round_started
+                history.append({"round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"], "seconds": seconds})
+                live.finish_round(round_number)
+                console.print(
+                    f"round {round_number}/{config.rounds}: test accuracy {metrics['accuracy']:.4f}, "
+                    f"loss {metrics['loss']:.4f}, {seconds:.1f} s{skipped}"
+                )
+    finally:
+        if pool is not None:
+            stop_pool(pool)
+    version, is_new = publish(layout, config.rounds, options.min_accuracy)
+    return {
+        "run_id": run_id,
+        "history": history,
+        "accuracy": history[-1]["accuracy"],
+        "seconds": time.monotonic() - started,
+        "version": version,
+        "newly_published": is_new,
+        "model_dir": model_version_dir(options.volume, version),
+    }
+
+
+def print_summary(console: Console, summary: dict) -> None:
+    """A table of accuracy per round, then the wall time and where the model is."""
+    table = Table(title=f"run {summary['run_id']}")
+    table.add_column("round", justify="right")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("test loss", justify="right")
+    table.add_column("seconds", justify="right")
+    for row in summary["history"]:
+        table.add_row(str(row["round"]), f"{row['accuracy']:.4f}", f"{row['loss']:.4f}", f"{row['seconds']:.1f}")
+    console.print(table)
+    state = "published" if summary["newly_published"] else "already published"
+    console.print(
+        f"final test accuracy [bold]{summary['accuracy']:.4f}[/bold], wall time {summary['seconds']:.1f} s; "
+        f"{state} as version {summary['version']}: {summary['model_dir']}"
+    )
