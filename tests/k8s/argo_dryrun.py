@@ -1,0 +1,271 @@
+"""Walk an Argo ``Workflow`` the way the controller would, without a cluster.
+
+The walker substitutes parameters (``{{workflow.parameters.x}}``, ``{{inputs.parameters.x}}``,
+``{{workflow.name}}``, ``{{item}}``), evaluates the small subset of Argo expressions the project uses
+(``{{=asInt(a) + asInt(b)}}``) and ``when`` conditions, expands ``withSequence`` / ``withParam`` /
+``withItems`` fan-outs, follows templates that call themselves, and hands every container step, in
+order, to a callback as a ``PodRun``. Steps of one parallel group are handed over one after another.
+
+Strict where Argo is lenient, so that a mistake in the YAML fails here rather than in the cluster:
+an unknown ``{{...}}`` tag, an argument for an undeclared input, a missing input, or a parameter value
+outside its ``enum`` raises ``WorkflowError``.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+TAG = re.compile(r"\{\{\s*(=?)\s*(.*?)\s*\}\}")
+MAX_DEPTH = 200  # nested template calls; a self-calling template that never stops hits this
+
+
+class WorkflowError(Exception):
+    """The workflow would not run as written."""
+
+
+@dataclass
+class PodRun:
+    """One container step as its pod would see it: every ``{{...}}`` resolved."""
+
+    node: str  # the step path, e.g. "pipeline.rounds.train.train-on-cpu(0)"
+    template: dict  # the template, parameters substituted (container, tolerations, retryStrategy...)
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.template["name"]
+
+    @property
+    def container(self) -> dict:
+        return self.template["container"]
+
+
+# --- expressions -------------------------------------------------------------------------------------
+
+ALLOWED_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b}
+ALLOWED_COMPARE = {
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+}
+
+
+def as_int(value: object) -> int:
+    """Argo's asInt: a string holding a whole number, as an int."""
+    try:
+        return int(str(value))
+    except ValueError:
+        raise WorkflowError(f"asInt({value!r}): not a whole number") from None
+
+
+def as_float(value: object) -> float:
+    """Argo's asFloat."""
+    try:
+        return float(str(value))
+    except ValueError:
+        raise WorkflowError(f"asFloat({value!r}): not a number") from None
+
+
+FUNCTIONS = {"asInt": as_int, "asFloat": as_float}
+
+
+def dotted_name(node: ast.AST) -> str:
+    """``inputs.parameters.round`` or ``workflow.parameters['batch-size']`` as one dotted name."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{dotted_name(node.value)}.{node.attr}"
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return f"{dotted_name(node.value)}.{node.slice.value}"
+    raise WorkflowError(f"unsupported expression part {ast.dump(node)}")
+
+
+def evaluate(expression: str, scope: dict[str, str]) -> object:
+    """Evaluate the expr-lang / govaluate subset: numbers, strings, names, asInt/asFloat, + - *, comparisons, && ||."""
+    python_source = expression.replace("&&", " and ").replace("||", " or ")
+    try:
+        tree = ast.parse(python_source, mode="eval")
+    except SyntaxError as error:
+        raise WorkflowError(f"cannot parse expression {expression!r}: {error}") from None
+
+    def value_of(node: ast.AST) -> object:
+        if isinstance(node, ast.Expression):
+            return value_of(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value_of(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in ALLOWED_BINARY:
+            return ALLOWED_BINARY[type(node.op)](value_of(node.left), value_of(node.right))
+        if isinstance(node, ast.BoolOp):
+            values = [bool(value_of(operand)) for operand in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.Compare):
+            left = value_of(node.left)
+            for operator, comparator in zip(node.ops, node.comparators):
+                if type(operator) not in ALLOWED_COMPARE:
+                    raise WorkflowError(f"unsupported comparison in {expression!r}")
+                right = value_of(comparator)
+                if not ALLOWED_COMPARE[type(operator)](left, right):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS:
+            if len(node.args) != 1 or node.keywords:
+                raise WorkflowError(f"{node.func.id} takes one argument in {expression!r}")
+            return FUNCTIONS[node.func.id](value_of(node.args[0]))
+        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
+            name = dotted_name(node)
+            if name not in scope:
+                raise WorkflowError(f"expression {expression!r} names {name!r}, which is not defined here")
+            return scope[name]
+        raise WorkflowError(f"unsupported expression {expression!r}")
+
+    return value_of(tree)
+
+
+def substitute(text: str, scope: dict[str, str]) -> str:
+    """Replace every ``{{tag}}`` and ``{{=expression}}`` in ``text``; an unknown tag raises."""
+
+    def replace(match: re.Match) -> str:
+        is_expression, body = match.group(1), match.group(2)
+        if is_expression:
+            result = evaluate(body, scope)
+            return str(int(result)) if isinstance(result, float) and result.is_integer() else str(result)
+        if body not in scope:
+            raise WorkflowError(f"{{{{{body}}}}} is not defined here (defined: {', '.join(sorted(scope))})")
+        return scope[body]
+
+    return TAG.sub(replace, text)
+
+
+def substitute_all(value: object, scope: dict[str, str]) -> object:
+    """``substitute`` on every string inside a YAML value (a copy; the original is untouched)."""
+    if isinstance(value, str):
+        return substitute(value, scope)
+    if isinstance(value, list):
+        return [substitute_all(item, scope) for item in value]
+    if isinstance(value, dict):
+        return {key: substitute_all(item, scope) for key, item in value.items()}
+    return copy.deepcopy(value)
+
+
+def is_true(condition: str) -> bool:
+    """A resolved ``when`` condition (govaluate: numbers and comparisons, && and ||)."""
+    result = evaluate(condition, {})
+    if not isinstance(result, bool):
+        raise WorkflowError(f"when {condition!r} is not a condition")
+    return result
+
+
+# --- the walk ----------------------------------------------------------------------------------------
+
+
+def workflow_parameters(workflow: dict, overrides: dict[str, str]) -> dict[str, str]:
+    """The global parameters after ``argo submit -p name=value``: defaults, overrides, enum checks."""
+    declared = {parameter["name"]: parameter for parameter in workflow["spec"]["arguments"]["parameters"]}
+    unknown = set(overrides) - set(declared)
+    if unknown:
+        raise WorkflowError(f"no workflow parameter named {sorted(unknown)}")
+    values = {}
+    for name, parameter in declared.items():
+        value = str(overrides.get(name, parameter.get("value", "")))
+        if "enum" in parameter and value not in parameter["enum"]:
+            raise WorkflowError(f"parameter {name}={value!r} is not one of {parameter['enum']}")
+        values[name] = value
+    return values
+
+
+def expand_items(step: dict, scope: dict[str, str]) -> list[str | None]:
+    """The ``{{item}}`` values of a step's fan-out, or ``[None]`` for a step without one."""
+    if "withSequence" in step:
+        sequence = {key: as_int(substitute(str(value), scope)) for key, value in step["withSequence"].items()
+                    if key in ("count", "start", "end")}
+        start = sequence.get("start", 0)
+        if "count" in sequence:
+            numbers = range(start, start + sequence["count"])
+        elif "end" in sequence:
+            step_by = 1 if sequence["end"] >= start else -1
+            numbers = range(start, sequence["end"] + step_by, step_by)
+        else:
+            raise WorkflowError(f"step {step['name']}: withSequence needs count or end")
+        return [str(number) for number in numbers]
+    if "withParam" in step:
+        items = json.loads(substitute(step["withParam"], scope))
+        return [item if isinstance(item, str) else json.dumps(item) for item in items]
+    if "withItems" in step:
+        return [item if isinstance(item, str) else json.dumps(item) for item in step["withItems"]]
+    return [None]
+
+
+class WorkflowWalker:
+    """Follows a Workflow's steps from its entrypoint, calling ``on_pod`` for every container step."""
+
+    def __init__(self, workflow: dict, name: str, parameters: dict[str, str] | None = None) -> None:
+        self.workflow = workflow
+        self.templates = {template["name"]: template for template in workflow["spec"]["templates"]}
+        self.global_scope = {"workflow.name": name}
+        for key, value in workflow_parameters(workflow, parameters or {}).items():
+            self.global_scope[f"workflow.parameters.{key}"] = value
+
+    def walk(self, on_pod: Callable[[PodRun], None], entrypoint: str | None = None,
+             arguments: dict[str, str] | None = None) -> list[PodRun]:
+        """Run the workflow (or one template of it) in Argo's order; returns the pods in that order."""
+        pods: list[PodRun] = []
+        start = entrypoint or self.workflow["spec"]["entrypoint"]
+        for pod in self.visit(start, arguments or {}, start, depth=0):
+            on_pod(pod)
+            pods.append(pod)
+        return pods
+
+    def template_scope(self, template: dict, arguments: dict[str, str], node: str) -> dict[str, str]:
+        declared = {parameter["name"]: parameter for parameter in template.get("inputs", {}).get("parameters", [])}
+        undeclared = set(arguments) - set(declared)
+        if undeclared:
+            raise WorkflowError(f"{node}: template {template['name']} has no input {sorted(undeclared)}")
+        scope = dict(self.global_scope)
+        for name, parameter in declared.items():
+            if name in arguments:
+                scope[f"inputs.parameters.{name}"] = arguments[name]
+            elif "value" in parameter or "default" in parameter:
+                scope[f"inputs.parameters.{name}"] = str(parameter.get("value", parameter.get("default")))
+            else:
+                raise WorkflowError(f"{node}: template {template['name']} needs input {name!r}")
+        return scope
+
+    def visit(self, template_name: str, arguments: dict[str, str], node: str, depth: int) -> Iterator[PodRun]:
+        if depth > MAX_DEPTH:
+            raise WorkflowError(f"{node}: more than {MAX_DEPTH} nested calls; does a loop never stop?")
+        if template_name not in self.templates:
+            raise WorkflowError(f"{node}: no template named {template_name!r}")
+        template = self.templates[template_name]
+        scope = self.template_scope(template, arguments, node)
+        if "container" in template:
+            resolved = substitute_all({key: value for key, value in template.items() if key != "inputs"}, scope)
+            yield PodRun(node=node, template=resolved, inputs=arguments)
+        elif "steps" in template:
+            for group in template["steps"]:
+                for step in group:
+                    yield from self.visit_step(step, scope, f"{node}.{step['name']}", depth)
+        else:
+            raise WorkflowError(f"{node}: template {template_name} is neither steps nor a container")
+
+    def visit_step(self, step: dict, scope: dict[str, str], node: str, depth: int) -> Iterator[PodRun]:
+        for item in expand_items(step, scope):
+            item_scope = scope if item is None else {**scope, "item": item}
+            item_node = node if item is None else f"{node}({item})"
+            if "when" in step and not is_true(substitute(step["when"], item_scope)):
+                continue
+            step_arguments = {
+                parameter["name"]: substitute(str(parameter["value"]), item_scope)
+                for parameter in step.get("arguments", {}).get("parameters", [])
+            }
+            yield from self.visit(step["template"], step_arguments, item_node, depth + 1)

@@ -1,0 +1,112 @@
+"""Reading the manifests (a tiny `kustomize build`) and running their commands: ``python -m <module> args``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import io
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_PATH = REPO_ROOT / "workflows" / "mnist.yaml"
+ACCURACY_JOB_PATH = REPO_ROOT / "workflows" / "accuracy-test.yaml"
+KUSTOMIZATIONS = [REPO_ROOT / "nfs", REPO_ROOT / "nfs" / "csi", REPO_ROOT / "deploy"]
+# Where the image puts MNIST (Dockerfile: python -m dataset --out ...); pods read it from there.
+IMAGE_MNIST = "/opt/mnist/mnist.npz"
+IMAGE_USER = 10001  # Dockerfile's USER; every pod's runAsUser
+
+
+def load_yaml(path: Path) -> dict:
+    """One YAML document (anchors and merge keys resolved, as kubectl and argo read them)."""
+    with open(path) as stream:
+        documents = [document for document in yaml.safe_load_all(stream) if document is not None]
+    assert len(documents) == 1, f"{path}: one object per file, found {len(documents)}"
+    return documents[0]
+
+
+def kustomize_files(directory: Path) -> list[Path]:
+    """The object files a kustomization applies, following directory resources (a tiny `kustomize build`)."""
+    kustomization = load_yaml(directory / "kustomization.yaml")
+    files = []
+    for resource in kustomization.get("resources", []):
+        path = (directory / resource).resolve()
+        if path.is_dir():
+            files.extend(kustomize_files(path))
+        else:
+            assert path.is_file(), f"{directory}/kustomization.yaml lists {resource}, which does not exist"
+            files.append(path)
+    return files
+
+
+def kustomize_objects(directory: Path) -> list[dict]:
+    """The objects of a kustomization with its namespace applied to namespaced kinds, as kustomize does."""
+    namespace = load_yaml(directory / "kustomization.yaml").get("namespace")
+    objects = []
+    for path in kustomize_files(directory):
+        manifest = load_yaml(path)
+        if namespace and manifest["kind"] not in ("PersistentVolume", "StorageClass"):
+            manifest["metadata"]["namespace"] = namespace
+        objects.append(manifest)
+    return objects
+
+
+def module_parser(module: str) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m <module>``: ``build_parser()`` of ``<pkg>/__main__.py`` or of the module."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, f"python -m {module}: no such module in the repository"
+    entry = f"{module}.__main__" if spec.submodule_search_locations is not None else module
+    assert importlib.util.find_spec(entry) is not None, f"python -m {module}: {entry} is missing"
+    assert Path(importlib.util.find_spec(entry).origin).resolve().is_relative_to(REPO_ROOT), (
+        f"python -m {module} would run {entry} from outside this repository"
+    )
+    loaded = importlib.import_module(entry)
+    assert hasattr(loaded, "build_parser"), f"{entry} has no build_parser()"
+    return loaded.build_parser()
+
+
+def parse_arguments(module: str, arguments: list[str]) -> argparse.Namespace:
+    """Parse ``arguments`` with the module's own parser; a rejected flag fails the test with argparse's message."""
+    parser = module_parser(module)
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):
+            return parser.parse_args(arguments)
+    except SystemExit:
+        raise AssertionError(f"python -m {module} rejects {arguments}: {message.getvalue().strip()}") from None
+
+
+def python_module(container: dict) -> tuple[str, list[str]]:
+    """``(module, arguments)`` of a container that runs ``python -m module args...``."""
+    command = list(container.get("command", [])) + list(container.get("args", []))
+    assert command[:2] == ["python", "-m"] and len(command) >= 3, f"not a `python -m <module>` command: {command}"
+    return command[2], command[3:]
+
+
+def local_arguments(arguments: list[str], path_map: dict[str, Path]) -> list[str]:
+    """The pod's arguments with its paths mapped to local ones; a path the pod would not have fails.
+
+    ``path_map`` maps a mount path (a directory) or an image file to where it is in the test.
+    Arguments are ``--flag=value`` or ``--flag value``; any value that is an absolute path must lie
+    under one of the mapped paths, so a typo such as ``/mnt/volum`` or ``/opt/mnist/mnist.np`` fails.
+    """
+    mapped = []
+    for argument in arguments:
+        flag, separator, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
+        if value.startswith("/"):
+            value = str(map_path(value, path_map))
+        mapped.append(f"{flag}{separator}{value}" if separator else (flag or value))
+    return mapped
+
+
+def map_path(pod_path: str, path_map: dict[str, Path]) -> Path:
+    """Where a path inside the pod is in the test; fails for a path the pod does not have."""
+    for pod_prefix, local in path_map.items():
+        if pod_path == pod_prefix:
+            return Path(local)
+        if pod_path.startswith(pod_prefix.rstrip("/") + "/") and Path(local).is_dir():
+            return Path(local) / pod_path[len(pod_prefix.rstrip("/")) + 1:]
+    raise AssertionError(f"{pod_path}: not a path the pod has (mounted or baked in: {sorted(path_map)})")
