@@ -1,0 +1,45 @@
+# Two commands on a fresh machine:  `make run` (the main job)  and  `make test` (the test suite).
+# Both create .venv, install the pinned requirements and fetch MNIST first; later calls reuse them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VOLUME ?= volume
+DATA := $(VOLUME)/data/mnist.npz
+# Extra flags for the runner, e.g. `make run ARGS="--workers 5 --split dirichlet"`.
+ARGS ?=
+
+.PHONY: setup run test test-fast browser bench serve clean-runs
+setup: $(VENV)/.installed $(DATA)
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(DATA): | $(VENV)/.installed
+	$(BIN)/python -m dataset --out $(DATA)
+
+run: setup
+	$(BIN)/python -m runner --volume $(VOLUME) $(ARGS)
+
+# Headless Chromium for the browser tests (Debian's package; Playwright never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install Chromium (Debian: apt-get install chromium) for the browser tests"; fi; }
+
+test: setup browser
+	$(BIN)/python -m pytest $(ARGS)
+
+# Unit tests only (no TensorFlow training): seconds.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not e2e" $(ARGS)
+
+serve: setup
+	$(BIN)/python -m server --model-dir $(VOLUME)/models/mnist $(ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.local_vs_central
+	$(BIN)/python -m bench.aggregator_memory
