@@ -90,6 +90,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):
+        if error.description != RequestEntityTooLarge.description:  # our own message (too many images ...)
+            return jsonify(error=error.description), 413
         limit = app.config["MAX_CONTENT_LENGTH"]
         return jsonify(error=f"request too large: the limit is {limit / 1024 / 1024:g} MB"), 413
 

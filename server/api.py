@@ -59,8 +59,13 @@ def uploaded_images() -> list[bytes]:
     content_type = request.mimetype
     if content_type == "multipart/form-data":
         images = [file.read() for key in request.files for file in request.files.getlist(key)]
+    elif not request.content_length and not content_type:
+        images = []  # an empty POST: "no image" says more than "unsupported content type"
     elif request.is_json:
-        images = json_images(request.get_json(silent=False))
+        payload = request.get_json(silent=True)
+        if payload is None:
+            abort(400, description="the body is not valid JSON")
+        images = json_images(payload)
     elif content_type in IMAGE_CONTENT_TYPES:
         images = [request.get_data()]
     else:

@@ -13,12 +13,13 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from common.layout import MODEL_NAME
 from server.probes import get_model, get_store
 
-blueprint = Blueprint("tfserving", __name__, url_prefix=f"/v1/models/{MODEL_NAME}")
+blueprint = Blueprint("tfserving", __name__)
+MODEL_URL = f"/v1/models/{MODEL_NAME}"  # no url_prefix: Flask would put a "/" before ":predict"
 
 INSTANCE_SHAPES = ((28, 28), (28, 28, 1), (784,))
 
 
-@blueprint.get("")
+@blueprint.get(MODEL_URL)
 def model_status():
     """TF Serving's model status: the loaded version and its state."""
     store = get_store()
@@ -32,7 +33,7 @@ def model_status():
     )
 
 
-@blueprint.post(":predict")
+@blueprint.post(f"{MODEL_URL}:predict")
 def predict():
     """Probabilities of the ten digits for each instance, in TF Serving's request and response shapes."""
     payload = request.get_json(silent=True)
