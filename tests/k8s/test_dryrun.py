@@ -27,6 +27,8 @@ from argo_dryrun import PodRun, WorkflowWalker, substitute
 from common.layout import RunLayout, models_dir, newest_version_dir, published_info_path, published_versions
 from k8s_manifests import ACCURACY_JOB_PATH, IMAGE_MNIST, REPO_ROOT, load_yaml, local_arguments, parse_arguments, python_module
 
+pytestmark = pytest.mark.e2e  # real TensorFlow training on tiny MNIST: about a minute
+
 WORKFLOW_NAME = "mnist-federated-dry7x"
 PARAMETERS = {
     "workers": "2",
