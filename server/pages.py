@@ -10,7 +10,7 @@ from server.probes import get_store
 
 blueprint = Blueprint("pages", __name__)
 
-CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN = 560, 220, 40
+CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN = 560, 240, 56  # SVG units; the margin holds the axis labels
 
 
 @blueprint.get("/")
@@ -59,15 +59,18 @@ def accuracy_chart(history: list[dict]) -> dict | None:
     lowest = min(accuracy for _, accuracy in points)
     bottom = max(0.0, int(lowest * 50 - 1) / 50)  # a 2-point grid below the worst round, so the rise is visible
     first, last = min(rounds), max(rounds)
-    plot_width, plot_height = CHART_WIDTH - 2 * CHART_MARGIN, CHART_HEIGHT - 2 * CHART_MARGIN
+    inset = 24  # keeps the first and last point (and their labels) clear of the axis labels
+    plot_width, plot_height = CHART_WIDTH - 2 * CHART_MARGIN - 2 * inset, CHART_HEIGHT - 2 * CHART_MARGIN
 
     def x(round_number: int) -> float:
-        return CHART_MARGIN + (plot_width * (round_number - first) / (last - first) if last > first else plot_width / 2)
+        offset = plot_width * (round_number - first) / (last - first) if last > first else plot_width / 2
+        return CHART_MARGIN + inset + offset
 
     def y(accuracy: float) -> float:
         return CHART_MARGIN + plot_height * (1.0 - (accuracy - bottom) / (1.0 - bottom or 1.0))
 
     ticks = [bottom + (1.0 - bottom) * step / 4 for step in range(5)]
+    whole = all(abs(value * 100 - round(value * 100)) < 1e-6 for value in ticks)
     return {
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
@@ -75,7 +78,7 @@ def accuracy_chart(history: list[dict]) -> dict | None:
         "right": CHART_WIDTH - CHART_MARGIN,
         "points": [{"x": x(r), "y": y(a), "round": r, "accuracy": a} for r, a in points],
         "polyline": " ".join(f"{x(r):.1f},{y(a):.1f}" for r, a in points),
-        "y_ticks": [{"y": y(value), "label": f"{value:.1%}"} for value in ticks],
+        "y_ticks": [{"y": y(value), "label": f"{value:.0%}" if whole else f"{value:.1%}"} for value in ticks],
     }
 
 
