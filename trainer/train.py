@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -16,13 +17,18 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def configure_threads(num_threads: int | None) -> None:
-    """Cap TensorFlow's CPU threads (several trainers share the cores); call before any TF work."""
-    if not num_threads:
-        return
+    """Share the machine between several trainer processes; call before any TF work.
+
+    CPU threads are capped at ``num_threads``; on a GPU, memory grows on demand instead of each
+    process reserving all of it, so several trainers fit on one card.
+    """
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(num_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if num_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(num_threads)
 
 
 def client_seed(seed: int, round_number: int, worker: int) -> int:
@@ -32,6 +38,8 @@ def client_seed(seed: int, round_number: int, worker: int) -> int:
 
 def save_model_with_metadata(model, path: Path, metadata: dict) -> None:
     """Save a Keras model as h5 with our root attributes, atomically (readers never see a partial file)."""
+    # h5 on purpose (the aggregator reads it with h5py, no TensorFlow): silence Keras's "legacy format" notice.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     with atomic_path(path, suffix=".tmp.h5") as temporary_path:
         model.save(temporary_path, include_optimizer=False)
         write_metadata(temporary_path, metadata)
