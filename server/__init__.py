@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = {
     "MODEL_DIR": str(models_dir(Path("volume"))),
     "RELOAD_INTERVAL": 1.0,  # seconds between looks for a newer published version
+    "TENSORFLOW_THREADS": 1,  # threads per model call (see model_store.configure_tensorflow)
     "MODEL_WAIT_TIMEOUT": 30.0,  # a predict that arrives while the first model loads waits this long for it
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,  # a phone photo is 2-6 MB; bigger bodies get 413 before being read
     "MAX_IMAGE_PIXELS": MAX_PIXELS,  # decompression-bomb guard: refuse headers claiming more pixels than this
@@ -48,8 +49,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config is not None:
         app.config.from_mapping(test_config)
 
-    store = ModelStore(Path(app.config["MODEL_DIR"]), reload_interval=float(app.config["RELOAD_INTERVAL"]))
-    metrics = Metrics(model_version=lambda: store.current.version if store.current else 0)
+    metrics = Metrics()
+    store = ModelStore(
+        Path(app.config["MODEL_DIR"]),
+        reload_interval=float(app.config["RELOAD_INTERVAL"]),
+        tensorflow_threads=int(app.config["TENSORFLOW_THREADS"]),
+        on_load=lambda version, outcome: record_model_load(metrics, version, outcome),
+    )
     app.extensions["mnist_model_store"] = store
     app.extensions["mnist_metrics"] = metrics
 
@@ -62,6 +68,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_error_handlers(app)
     register_request_metrics(app, store, metrics)
     return app
+
+
+def record_model_load(metrics: Metrics, version: int, outcome: str) -> None:
+    metrics.model_loads.labels(outcome).inc()
+    if outcome == "ok":
+        metrics.model_version.set(version)
 
 
 def register_request_metrics(app: Flask, store: ModelStore, metrics: Metrics) -> None:

@@ -12,8 +12,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,24 +25,85 @@ from common.layout import newest_version_dir, published_info_path, published_mod
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """One published version in memory: its number, its info.json and the Keras model."""
+MAX_BATCH_IMAGES = 256  # one model call takes at most this many images (~10 ms): bounds everyone's wait
 
-    version: int
-    info: dict
-    model: Any
-    # Keras models are not documented as safe to call from several threads at once; inference takes ~1 ms,
-    # so serialising it costs little while HTTP parsing and preprocessing still run in parallel.
-    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+class _Pending:
+    """One request's images waiting for a model call, and then its answer."""
+
+    __slots__ = ("images", "probabilities", "error", "done")
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+        self.probabilities: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class LoadedModel:
+    """One published version in memory: its number, its info.json and the Keras model.
+
+    ``predict`` batches concurrent requests: while one model call runs, the requests that arrive queue up, and the
+    next caller to get the model runs all of them in one ``predict_on_batch`` (32 images cost ~2 ms, 32 single calls
+    ~20 ms). Nobody waits for a timer, so a lone request goes straight through. One call at a time also keeps the
+    Keras model single-threaded, which it is not documented to tolerate otherwise.
+    """
+
+    def __init__(self, version: int, info: dict, model: Any):
+        self.version = version
+        self.info = info
+        self.model = model
+        self._model_lock = threading.Lock()  # held while the model runs
+        self._queue_lock = threading.Lock()  # guards _queue
+        self._queue: list[_Pending] = []
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Model input float32 (n, 28, 28, 1) in [0, 1] -> probabilities (n, 10), one model call for the batch."""
-        with self.lock:
+        """Model input float32 (n, 28, 28, 1) in [0, 1] -> probabilities (n, 10)."""
+        pending = _Pending(batch)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while not pending.done:
+            with self._model_lock:
+                if not pending.done:  # no earlier caller took it along: run it, and whatever else is waiting
+                    self._run_queued()
+        if pending.error is not None:
+            raise pending.error
+        return pending.probabilities
+
+    def _run_queued(self) -> None:
+        """Run the waiting requests (up to MAX_BATCH_IMAGES images) in one model call; called with the model lock."""
+        with self._queue_lock:
+            taken, count = [], 0
+            while self._queue and (not taken or count + len(self._queue[0].images) <= MAX_BATCH_IMAGES):
+                taken.append(self._queue.pop(0))
+                count += len(taken[-1].images)
+        try:
             # predict_on_batch runs Keras's compiled predict function: ~1 ms, where model.predict costs ~40 ms
             # per call because it builds a dataset and a progress bar each time.
-            probabilities = self.model.predict_on_batch(batch)
-        return np.asarray(probabilities, dtype=np.float32)
+            batch = taken[0].images if len(taken) == 1 else np.concatenate([p.images for p in taken])
+            probabilities = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        except Exception as error:  # every request of this batch gets the error (and a 500), none hangs
+            for pending in taken:
+                pending.error, pending.done = error, True
+            return
+        start = 0
+        for pending in taken:
+            pending.probabilities = probabilities[start : start + len(pending.images)]
+            pending.done = True
+            start += len(pending.images)
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Use ``threads`` threads per model call. For this small convnet one thread is fastest (0.6 ms instead of
+    0.9 ms for one image, measured on 2 cores): a thread pool's hand-offs cost more than they save, and the
+    server's own threads already keep the cores busy. Only possible before TensorFlow's first operation."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran something in this process (tests): keep its setting
+        pass
 
 
 def load_version(version_dir: Path) -> LoadedModel:
@@ -60,14 +121,23 @@ def load_version(version_dir: Path) -> LoadedModel:
 class ModelStore:
     """Holds the newest published model of ``models_dir`` and follows new versions from a background thread."""
 
-    def __init__(self, models_dir: Path, reload_interval: float = 1.0):
+    def __init__(
+        self,
+        models_dir: Path,
+        reload_interval: float = 1.0,
+        tensorflow_threads: int = 1,
+        on_load: Callable[[int, str], None] | None = None,
+    ):
+        """``on_load(version, "ok" | "error")`` is called after each attempt to load a version (for metrics)."""
         self.models_dir = Path(models_dir)
+        self.on_load = on_load
         self.reload_interval = reload_interval
+        self.tensorflow_threads = tensorflow_threads
+        self._tensorflow_configured = False
         self._current: LoadedModel | None = None
         self._scanned = False  # the watcher has looked at least once (so "no model" is an answer, not a guess)
         self._failed: dict[Path, float] = {}  # version dirs that failed to load -> their mtime then
         self.last_error: str | None = None
-        self.loads = {"ok": 0, "error": 0}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,20 +200,27 @@ class ModelStore:
         current = self._current
         if newest is not None and (current is None or int(newest.name) > current.version):
             try:
+                if not self._tensorflow_configured:
+                    configure_tensorflow(self.tensorflow_threads)
+                    self._tensorflow_configured = True
                 loaded = load_version(newest)
             except Exception as error:  # a corrupt or unreadable version must not take the server down
                 self._failed[newest] = _mtime(newest)
                 self.last_error = f"version {newest.name} could not be loaded: {error}"
-                self.loads["error"] += 1
+                self._report(int(newest.name), "error")
                 logger.error("model version %s could not be loaded: %s", newest.name, error)
             else:
                 self._current = loaded  # one reference assignment: requests see the old or the new model
                 self.last_error = None
-                self.loads["ok"] += 1
+                self._report(loaded.version, "ok")
                 logger.info("serving model version %d from %s", loaded.version, newest)
         with self._changed:
             self._scanned = True
             self._changed.notify_all()
+
+    def _report(self, version: int, outcome: str) -> None:
+        if self.on_load is not None:
+            self.on_load(version, outcome)
 
     def _newest_loadable(self) -> Path | None:
         """The newest complete version, unless it already failed to load and has not changed since."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.model_store import LoadedModel, ModelStore
 
@@ -43,5 +43,4 @@ def readyz():
 @blueprint.get("/metrics")
 def metrics():
     """Prometheus text format."""
-    registry = current_app.extensions["mnist_metrics"].registry
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(current_app.extensions["mnist_metrics"].exposition(), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,340 @@
+"""Throughput and p50/p99 latency of the production server (gunicorn) against a baseline like the original demo.
+
+The baseline does what the system this grew from did: Flask's development server and ``model.predict`` for each
+request (image resized to 28x28, no MNIST preprocessing). Both get the same request: a 280x280 PNG of a test digit,
+dark on light, uploaded as multipart/form-data. Closed-loop clients (each sends its next request when the last
+answer arrives, over one keep-alive connection) at 1, 8 and 32 at a time; the two servers are measured alternately
+in every round, so a slow moment of this shared machine hits both. Reported: medians over rounds, and the median of
+the per-round ratios. Loopback only; each measurement is bounded in requests and seconds.
+
+    .venv/bin/python bench/serve_bench.py --model-dir volume/models/mnist          # after the pipeline published
+    .venv/bin/python bench/serve_bench.py --quick-model                            # trains a model in ~5 s first
+
+Target: at 32 clients, >= 10x the baseline's throughput and p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from common.layout import models_dir, newest_version_dir  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+BOUNDARY = uuid.uuid4().hex
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The baseline server: what the original demo did (dev server, model.predict per request, resize to 28x28).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_baseline_server(port: int, model_path: Path) -> None:
+    """Flask's development server with ``model.predict`` per request (threaded, as Flask's default is)."""
+    from flask import Flask, jsonify, request
+    from PIL import Image
+
+    from common.model import load_model
+
+    model = load_model(model_path)
+    app = Flask("baseline")
+
+    @app.post("/predict")
+    def predict():
+        image = Image.open(request.files["image"].stream).convert("L").resize((28, 28))
+        pixels = np.asarray(image, dtype=np.float32).reshape(1, 28, 28, 1) / 255.0
+        probabilities = model.predict(pixels)[0]
+        return jsonify(digit=int(probabilities.argmax()), confidence=float(probabilities.max()))
+
+    app.run(host=LOOPBACK, port=port, threaded=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load generation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    path: str
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else float("nan")
+
+
+def measure(target: Target, clients: int, max_requests: int, max_seconds: float) -> Result:
+    """``clients`` closed-loop clients until ``max_requests`` answers or ``max_seconds``, whichever comes first."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    remaining = [max_requests]
+    started = time.perf_counter()
+    deadline = started + max_seconds
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(LOOPBACK, target.port, timeout=60)
+        headers = {"Content-Type": target.content_type, "Connection": "keep-alive"}
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    if remaining[0] <= 0:
+                        return
+                    remaining[0] -= 1
+                sent = time.perf_counter()
+                try:
+                    connection.request("POST", target.path, body=target.body, headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                    if response.getheader("Connection", "").lower() == "close":
+                        connection.close()
+                except (OSError, http.client.HTTPException):
+                    ok = False
+                    connection.close()
+                elapsed = time.perf_counter() - sent
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors[0] += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Result(len(latencies), errors[0], time.perf_counter() - started, latencies)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Servers as subprocesses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_ready(port: int, path: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
+            connection.request("GET", path)
+            if connection.getresponse().status in (200, 405):
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"server on port {port} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def server_process(command: list[str], env: dict, port: int, ready_path: str, log: Path):
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        wait_until_ready(port, ready_path, process, log)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def multipart(field: str, filename: str, data: bytes) -> bytes:
+    return (
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+        f"Content-Type: image/png\r\n\r\n"
+    ).encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def digit_png(data_path: Path) -> tuple[bytes, np.ndarray, int]:
+    """A 280x280 dark-on-light PNG of MNIST's first test digit (like a drawing or a scan), its pixels, its label."""
+    from PIL import Image
+
+    from common.data import load_test_set
+
+    images, labels = load_test_set(data_path)
+    picture = Image.fromarray(255 - images[0]).resize((280, 280), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue(), images[0], int(labels[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench/serve_bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=models_dir(REPO_ROOT / "volume"))
+    parser.add_argument("--data", type=Path, default=REPO_ROOT / "volume/data/mnist.npz")
+    parser.add_argument("--quick-model", action="store_true", help="train and serve a throwaway model (~5 s)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds; medians are over rounds")
+    parser.add_argument("--seconds", type=float, default=4.0, help="at most this long per measurement")
+    parser.add_argument("--max-requests", type=int, default=3000, help="at most this many requests per measurement")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, default=None, help="gunicorn threads (default: gunicorn.conf.py's)")
+    parser.add_argument("--skip-baseline", action="store_true", help="measure only the production server")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def summary(results: list[Result]) -> dict:
+    return {
+        "throughput": statistics.median(r.throughput for r in results),
+        "p50_ms": statistics.median(r.percentile(50) for r in results),
+        "p99_ms": statistics.median(r.percentile(99) for r in results),
+        "requests": sum(r.requests for r in results),
+        "errors": sum(r.errors for r in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.baseline_server:
+        run_baseline_server(args.port, Path(args.model_dir))
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
+        scratch = Path(scratch)
+        model_directory = args.model_dir
+        if args.quick_model:
+            from server.quick_model import train_and_publish
+
+            model_directory = scratch / "models"
+            train_and_publish(model_directory, args.data, version=1)
+        version_dir = newest_version_dir(model_directory)
+        if version_dir is None:
+            print(f"no published model in {model_directory}: run the pipeline first, or pass --quick-model",
+                  file=sys.stderr)
+            return 2
+
+        png, _, label = digit_png(args.data)
+        body = multipart("image", "digit.png", png)
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+        ours_port, baseline_port = free_port(), free_port()
+        ours = Target("gunicorn", ours_port, "/api/predict", body, content_type)
+        baseline = Target("baseline", baseline_port, "/predict", body, content_type)
+
+        env = dict(os.environ, MNIST_MODEL_DIR=str(model_directory), PYTHONUNBUFFERED="1")
+        if args.workers:
+            env["WEB_CONCURRENCY"] = str(args.workers)
+        if args.threads:
+            env["GUNICORN_THREADS"] = str(args.threads)
+        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
+                    "--bind", f"{LOOPBACK}:{ours_port}", "server:create_app()"]
+        baseline_command = [sys.executable, str(Path(__file__).resolve()), "--baseline-server",
+                            "--port", str(baseline_port), "--model-dir", str(published_model(version_dir))]
+
+        with server_process(gunicorn, env, ours_port, "/readyz", scratch / "gunicorn.log"), \
+                (server_process(baseline_command, env, baseline_port, "/predict", scratch / "baseline.log")
+                 if not args.skip_baseline else _nothing()):
+            targets = [ours] if args.skip_baseline else [baseline, ours]
+            for target in targets:  # warm up (TensorFlow traces on first use) and check the answer
+                measure(target, 1, 5, 30)
+            check = json.loads(_post(ours, body))
+            print(f"model {version_dir}; test digit {label} -> {check['predictions'][0]['digit']}")
+
+            results: dict[tuple[str, int], list[Result]] = {}
+            for round_number in range(args.rounds):
+                for clients in args.clients:
+                    order = targets if round_number % 2 == 0 else targets[::-1]  # alternate who goes first
+                    for target in order:
+                        result = measure(target, clients, args.max_requests, args.seconds)
+                        results.setdefault((target.name, clients), []).append(result)
+                        print(f"round {round_number + 1} {target.name:8s} {clients:2d} clients: "
+                              f"{result.throughput:7.1f} req/s  p50 {result.percentile(50):6.1f} ms  "
+                              f"p99 {result.percentile(99):6.1f} ms  ({result.requests} ok, {result.errors} errors)",
+                              flush=True)
+
+        report = {"clients": {}}
+        print("\nmedians over rounds" + ("" if args.skip_baseline else "; ratio = median of per-round ratios"))
+        print(f"{'clients':>7} | {'gunicorn req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | "
+              f"{'baseline req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | {'throughput x':>12}")
+        for clients in args.clients:
+            row = {"gunicorn": summary(results[("gunicorn", clients)])}
+            line = (f"{clients:>7} | {row['gunicorn']['throughput']:14.1f} {row['gunicorn']['p50_ms']:7.1f} "
+                    f"{row['gunicorn']['p99_ms']:7.1f} | ")
+            if not args.skip_baseline:
+                row["baseline"] = summary(results[("baseline", clients)])
+                ratios = [o.throughput / b.throughput for o, b in
+                          zip(results[("gunicorn", clients)], results[("baseline", clients)])]
+                row["throughput_ratio"] = statistics.median(ratios)
+                line += (f"{row['baseline']['throughput']:14.1f} {row['baseline']['p50_ms']:7.1f} "
+                         f"{row['baseline']['p99_ms']:7.1f} | {row['throughput_ratio']:11.1f}x")
+            print(line)
+            report["clients"][clients] = row
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def published_model(version_dir: Path) -> Path:
+    from common.layout import published_model_path
+
+    return published_model_path(version_dir)
+
+
+def _post(target: Target, body: bytes) -> bytes:
+    connection = http.client.HTTPConnection(LOOPBACK, target.port, timeout=30)
+    connection.request("POST", target.path, body=body, headers={"Content-Type": target.content_type})
+    return connection.getresponse().read()
+
+
+@contextmanager
+def _nothing():
+    yield None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The production server: gunicorn with server/gunicorn.conf.py, two workers, on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import REPO_ROOT, publish
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture(scope="module")
+def gunicorn_url(tmp_path_factory, trained_versions):
+    models_dir = tmp_path_factory.mktemp("gunicorn") / "models" / "mnist"
+    models_dir.mkdir(parents=True)
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "gunicorn.log"
+    env = dict(os.environ, MNIST_MODEL_DIR=str(models_dir), WEB_CONCURRENCY="2", GUNICORN_THREADS="4")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+             "server:create_app()"],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(f"{url}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url, models_dir, trained_versions
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_gunicorn_is_live_before_a_model_and_ready_after_one_is_published(gunicorn_url, mnist_test_set):
+    url, models_dir, trained_versions = gunicorn_url
+    assert get(f"{url}/readyz")[0] == 503
+
+    publish(trained_versions, models_dir, 1)
+    deadline = time.monotonic() + 60
+    while get(f"{url}/readyz")[0] != 200:
+        assert time.monotonic() < deadline, "not ready 60 s after publishing"
+        time.sleep(0.2)
+
+    instances = (mnist_test_set[0][:4] / 255.0).tolist()
+    request = urllib.request.Request(f"{url}/v1/models/mnist:predict", data=json.dumps({"instances": instances}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    # Several requests, so both workers answer some (each loads the model on its own).
+    for _ in range(6):
+        with urllib.request.urlopen(request, timeout=30) as response:
+            predictions = json.loads(response.read())["predictions"]
+        assert [max(range(10), key=row.__getitem__) for row in predictions][:3] == list(mnist_test_set[1][:3])
+
+
+def test_metrics_add_up_all_workers(gunicorn_url):
+    url, _, _ = gunicorn_url
+    for _ in range(20):
+        get(f"{url}/healthz")
+
+    status, body = get(f"{url}/metrics")
+    text = body.decode()
+
+    assert status == 200
+    line = next(line for line in text.splitlines()
+                if line.startswith('mnist_http_requests_total{endpoint="/healthz",method="GET",status="200"}'))
+    assert float(line.split()[-1]) >= 20
