@@ -8,8 +8,10 @@ DATA := $(VOLUME)/data/mnist.npz
 # Extra flags for the runner, e.g. `make run ARGS="--workers 5 --split dirichlet"`.
 ARGS ?=
 
-.PHONY: setup run test test-fast browser bench serve clean-runs
+.PHONY: setup data run test test-fast browser bench serve
 setup: $(VENV)/.installed $(DATA)
+
+data: $(DATA)
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

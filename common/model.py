@@ -1,12 +1,22 @@
-"""The one model definition: a small convnet for 28x28 digits. Everything that builds a model imports this."""
+"""The one model definition: a small convnet for 28x28 digits, and how it is trained each round.
+
+Everything that builds, trains or loads a model imports this file; nothing else defines layers.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 from keras import layers
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+# Adam's usual step size for the first round, shrinking by this factor every round: later rounds
+# fine-tune the average instead of undoing it. Measured: 99.2 % after 4 federated rounds with decay,
+# the keras-io convnet without decay stalls near 98.8 % (see README, "The model").
+LEARNING_RATE = 1e-3
+LEARNING_RATE_DECAY_PER_ROUND = 0.8
 
 
 def build_model(seed: int | None = None) -> keras.Model:
@@ -16,8 +26,11 @@ def build_model(seed: int | None = None) -> keras.Model:
     model = keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),
+            # Two 3x3 convolutions before each pooling see 5x5 at the cost of 3x3s (as in VGG).
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
             layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
             layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
             layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
             layers.MaxPooling2D(pool_size=(2, 2)),
             layers.Flatten(),
@@ -31,13 +44,22 @@ def build_model(seed: int | None = None) -> keras.Model:
     return model
 
 
-def compile_model(model: keras.Model) -> None:
-    """Attach the optimizer, loss and metric every trainer uses (a fresh optimizer each round)."""
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def learning_rate_for_round(round_number: int) -> float:
+    """The step size trainers use in ``round_number`` (1 for the first round)."""
+    return LEARNING_RATE * LEARNING_RATE_DECAY_PER_ROUND ** max(0, round_number - 1)
 
 
-def load_model(path) -> keras.Model:
+def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE) -> None:
+    """Attach a fresh optimizer, the loss and the metric (each round's trainers start a new optimizer)."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def load_model(path: Path, learning_rate: float = LEARNING_RATE) -> keras.Model:
     """Load an h5 model written by any component, compiled and ready to train or predict."""
     model = keras.models.load_model(path, compile=False)
-    compile_model(model)
+    compile_model(model, learning_rate)
     return model

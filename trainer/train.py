@@ -68,13 +68,13 @@ def train_client(
 
     import keras
 
-    from common.model import load_model
+    from common.model import learning_rate_for_round, load_model
 
     started = time.monotonic()
     keras.utils.set_random_seed(client_seed(seed, round_number, worker))
     # Hash before loading, so the recorded hash is of exactly the bytes this client started from.
     start_model_sha256 = sha256_of_file(start_model_path)
-    model = load_model(start_model_path)
+    model = load_model(start_model_path, learning_rate_for_round(round_number))
     callbacks = [
         keras.callbacks.TensorBoard(
             log_dir=str(layout.tensorboard_dir(round_number, worker)), write_graph=False, profile_batch=0

@@ -26,15 +26,15 @@ def published_info(volume: Path) -> dict:
 
 @pytest.mark.e2e
 def test_quick_configuration_learns(tmp_path, real_mnist_path, capsys):
-    argv = ["--volume", str(tmp_path), "--data", str(real_mnist_path), "--workers", "3", "--rounds", "2", "--run-id", "quick"]
+    argv = ["--volume", str(tmp_path), "--data", str(real_mnist_path), "--workers", "3", "--rounds", "3", "--run-id", "quick"]
     assert runner_main(argv) == 0
     info = published_info(tmp_path)
     assert info["accuracy"] >= 0.985, info["history"]
     assert info["num_examples"] == 60000 and info["shard_sizes"] == [20000, 20000, 20000]
-    assert [entry["round"] for entry in info["history"]] == [1, 2]
+    assert [entry["round"] for entry in info["history"]] == [1, 2, 3]
     assert "final test accuracy" in capsys.readouterr().out
     layout = RunLayout(tmp_path, "quick")
-    for round_number in (1, 2):
+    for round_number in (1, 2, 3):
         assert all(layout.client_model_path(round_number, worker).is_file() for worker in range(3))
         assert layout.metrics_path(round_number).is_file()
     # The same command again finds the run finished: nothing is retrained or republished.
