@@ -30,7 +30,7 @@ class BadImage(ValueError):
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """PNG/JPEG bytes -> float32 grayscale (h, w) in [0, 1]; transparent images give their opacity as ink."""
+    """PNG/JPEG bytes -> uint8 grayscale (h, w); transparent images give their opacity as ink."""
     if not data:
         raise BadImage("the image is empty (0 bytes)")
     try:
@@ -60,7 +60,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def _to_grayscale(image: Image.Image) -> np.ndarray:
-    """A loaded Pillow image -> float32 (h, w) in [0, 1], shrunk to at most WORKING_SIZE on its long side."""
+    """A loaded Pillow image -> uint8 (h, w), shrunk to at most WORKING_SIZE on its long side."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         alpha = image.getchannel("A")
@@ -69,25 +69,29 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
             image = alpha
     image = image.convert("L")
     image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
-    return np.asarray(image, dtype=np.float32) / 255.0
+    return np.asarray(image)
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """Grayscale (h, w) in [0, 1], any polarity -> uint8 (28, 28): white digit, 20x20 box, centred by mass."""
-    gray = np.asarray(gray, dtype=np.float32)
+    """Grayscale (h, w), uint8 or float in [0, 1], any polarity -> uint8 (28, 28): white digit in a 20x20 box,
+    centred by mass. Whole-image steps stay in uint8 (this runs for every request); only the digit becomes float."""
+    gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
         raise BadImage(f"expected a 2-D grayscale image, got shape {gray.shape}")
+    if gray.dtype != np.uint8:
+        gray = np.round(np.clip(gray, 0.0, 1.0) * 255.0).astype(np.uint8)
     border = np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
-    if background > 0.5:  # dark digit on a light background (paper, whiteboard, a scan): invert
-        gray = 1.0 - gray
-        background = 1.0 - background
-    peak = float(gray.max())
-    if peak - background < 0.1:  # no stroke stands out from the background (blank, or flat grey)
+    # Ink is whatever differs from the background: lighter on a dark field (MNIST's way), darker on a light one
+    # (paper, a whiteboard, a scan). ``peak`` is the strongest ink; dividing by (peak - background) below turns
+    # both into MNIST's white-on-black, the background to 0 and the strongest stroke to 1.
+    peak = float(gray.min() if background > 127 else gray.max())
+    contrast = peak - background
+    if abs(contrast) < 0.1 * 255:  # no stroke stands out from the background (blank, or flat grey)
         raise BadImage("no digit found: the image is blank or has no contrast")
-    top, bottom, left, right = _bounding_box(gray >= background + INK_THRESHOLD * (peak - background))
-    # Background (paper grain, a grey photo) becomes 0 and the strongest stroke 1, as in MNIST's black field.
-    digit = np.clip((gray[top:bottom, left:right] - background) / (peak - background), 0.0, 1.0)
+    threshold = background + INK_THRESHOLD * contrast
+    top, bottom, left, right = _bounding_box(gray >= threshold if contrast > 0 else gray <= threshold)
+    digit = np.clip((gray[top:bottom, left:right].astype(np.float32) - background) / contrast, 0.0, 1.0)
     return _centre_by_mass(_fit_in_box(digit, DIGIT_BOX), MNIST_SIZE)
 
 
@@ -103,7 +107,7 @@ def _fit_in_box(digit: np.ndarray, box: int) -> np.ndarray:
     scale = box / max(height, width)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))  # Pillow wants (width, height)
     # Anti-aliased like MNIST's; reducing_gap first averages whole blocks (fast), then Lanczos does the rest.
-    resized = Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    resized = Image.fromarray(digit).resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
