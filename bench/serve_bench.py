@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, default=None, help="gunicorn threads (default: gunicorn.conf.py's)")
     parser.add_argument("--skip-baseline", action="store_true", help="measure only the production server")
+    parser.add_argument(
+        "--api",
+        choices=["upload", "tfserving"],
+        default="upload",
+        help="what the production server gets: the PNG upload (/api/predict, as the baseline) or the same digit "
+        "as TF-Serving JSON (/v1/models/mnist:predict, 28x28 numbers in [0, 1])",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -259,11 +266,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
 
-        png, _, label = digit_png(args.data)
+        png, pixels, label = digit_png(args.data)
         body = multipart("image", "digit.png", png)
         content_type = f"multipart/form-data; boundary={BOUNDARY}"
         ours_port, baseline_port = free_port(), free_port()
-        ours = Target("gunicorn", ours_port, "/api/predict", body, content_type)
+        if args.api == "upload":
+            ours = Target("gunicorn", ours_port, "/api/predict", body, content_type)
+        else:
+            instances = json.dumps({"instances": [np.round(pixels / 255.0, 4).tolist()]}).encode()
+            ours = Target("gunicorn", ours_port, "/v1/models/mnist:predict", instances, "application/json")
         baseline = Target("baseline", baseline_port, "/predict", body, content_type)
 
         env = dict(os.environ, MNIST_MODEL_DIR=str(model_directory), PYTHONUNBUFFERED="1")
@@ -282,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             targets = [ours] if args.skip_baseline else [baseline, ours]
             for target in targets:  # warm up (TensorFlow traces on first use) and check the answer
                 measure(target, 1, 5, 30)
-            check = json.loads(_post(ours, body))
-            print(f"model {version_dir}; test digit {label} -> {check['predictions'][0]['digit']}")
+            answer = json.loads(_post(ours, ours.body))["predictions"][0]
+            digit = answer["digit"] if args.api == "upload" else int(np.argmax(answer))
+            print(f"model {version_dir}; {ours.path}: test digit {label} -> {digit}")
 
             results: dict[tuple[str, int], list[Result]] = {}
             for round_number in range(args.rounds):

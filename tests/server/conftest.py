@@ -113,3 +113,11 @@ def jpeg_bytes(image: np.ndarray, size: int | None = None, invert: bool = False)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the trained model are end-to-end (`-m e2e`): `make test-fast` skips them."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and "trained_versions" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
