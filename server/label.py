@@ -24,6 +24,7 @@ from server.preprocess import BadImage, preprocess
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 BATCH_SIZE = 256  # images per model call: big enough to be fast, small enough to bound memory
+MAX_FILE_BYTES = 50 * 1024 * 1024  # a bigger "image" is refused unread (the demo's limit is 10 MB per request)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +47,8 @@ def label_files(model, paths: list[Path]) -> list[dict]:
         row = {"file": path.name, "digit": "", "confidence": "", "error": ""}
         rows.append(row)
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise BadImage(f"file too large ({path.stat().st_size:,} bytes; at most {MAX_FILE_BYTES:,})")
             pending.append((row, preprocess(path.read_bytes())))
         except (BadImage, OSError) as error:
             row["error"] = str(error)
