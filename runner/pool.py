@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # Set in each pool process by ``start_trainer_process``.
 _progress_queue = None
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hide what native code writes to stderr meanwhile (TensorFlow's start-up notices ignore TF_CPP_MIN_LOG_LEVEL)."""
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and run one operation (its notices come at both moments) without the noise."""
+    with quiet_native_stderr():
+        import tensorflow as tf
+
+        tf.constant(0)
 
 
 def start_trainer_process(num_threads: int, progress_queue) -> None:
@@ -20,10 +45,11 @@ def start_trainer_process(num_threads: int, progress_queue) -> None:
     # Ctrl-C goes to the whole process group; only the runner decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from trainer.train import configure_threads
+    with quiet_native_stderr():
+        from trainer.train import configure_threads
 
-    configure_threads(num_threads)
-    import keras  # noqa: F401 - imported for its start-up cost, paid once per process
+        configure_threads(num_threads)
+    import_tensorflow_quietly()  # its start-up cost is paid here, once per process
 
 
 def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epochs: int, batch_size: int, seed: int) -> dict:

@@ -28,7 +28,7 @@ from common.layout import RunLayout, model_version_dir
 from common.runconfig import RunConfig
 from evaluator.__main__ import evaluate
 from publisher.publish import publish
-from runner.pool import make_trainer_pool, train_in_pool
+from runner.pool import import_tensorflow_quietly, make_trainer_pool, train_in_pool
 from splitter.__main__ import write_shards
 from trainer.init import initialize_run
 
@@ -134,7 +134,7 @@ def train_round(pool, layout: RunLayout, config: RunConfig, round_number: int, w
         )
         for worker in workers
     ]
-    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    wait(futures, return_when=FIRST_EXCEPTION)
     try:
         return [future.result() for future in futures]
     except BrokenProcessPool:
@@ -154,50 +154,84 @@ def stop_pool(pool) -> None:
         process.join(timeout=5)
 
 
+class TrainerPool:
+    """Starts the trainer processes on first use only, so a resumed run with nothing to train starts none."""
+
+    def __init__(self, parallelism: int, progress_queue) -> None:
+        self.parallelism = parallelism
+        self.progress_queue = progress_queue
+        self.pool = None
+
+    def get(self):
+        if self.pool is None:
+            self.pool = make_trainer_pool(self.parallelism, self.progress_queue)
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            stop_pool(self.pool)
+
+
+def complete_round(
+    layout: RunLayout, config: RunConfig, round_number: int, data: Path, trainers: TrainerPool, live: LiveProgress
+) -> dict:
+    """Train, aggregate and evaluate one round, skipping whatever an earlier attempt finished; returns its metrics."""
+    seconds = {"train": 0.0, "aggregate": 0.0, "evaluate": 0.0}
+    if not layout.global_model_path(round_number).is_file():
+        started = time.monotonic()
+        start_sha256 = sha256_of_file(layout.global_model_path(round_number - 1))
+        pending = [
+            worker for worker in range(config.workers)
+            if not client_is_done(layout, round_number, worker, start_sha256)
+        ]
+        live.start_round(round_number, pending)
+        if pending:
+            train_round(trainers.get(), layout, config, round_number, pending)
+        seconds["train"] = time.monotonic() - started
+        started = time.monotonic()
+        aggregate_round(layout, round_number, config.workers)
+        seconds["aggregate"] = time.monotonic() - started
+    started = time.monotonic()
+    metrics = evaluate(layout.global_model_path(round_number), data)
+    seconds["evaluate"] = time.monotonic() - started
+    metrics = {**metrics, "round": round_number, "seconds": seconds}
+    write_json(layout.metrics_path(round_number), metrics)
+    return metrics
+
+
 def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: Console) -> dict:
     """The whole local pipeline; returns a summary. Steps whose outputs exist are skipped (resume)."""
     started = time.monotonic()
     layout = RunLayout(options.volume, run_id)
     console.print(f"[bold]run[/bold] {run_id} in {layout.run_dir}")
+    import_tensorflow_quietly()
     initialize_run(layout, config)
     write_shards(layout, options.data, config.workers, config.split, config.alpha, config.seed)
     remove_abandoned_temporaries(layout)
     history = []
     progress_queue = multiprocessing.get_context("spawn").Queue()
-    pool = None
+    trainers = TrainerPool(min(options.parallelism, config.workers), progress_queue)
     try:
         with LiveProgress(console, config, progress_queue) as live:
             for round_number in range(1, config.rounds + 1):
-                round_started = time.monotonic()
-                metrics_path = layout.metrics_path(round_number)
-                if not metrics_path.is_file():
-                    if not layout.global_model_path(round_number).is_file():
-                        start_sha256 = sha256_of_file(layout.global_model_path(round_number - 1))
-                        pending = [
-                            worker for worker in range(config.workers)
-                            if not client_is_done(layout, round_number, worker, start_sha256)
-                        ]
-                        live.start_round(round_number, pending)
-                        if pending:
-                            pool = pool or make_trainer_pool(min(options.parallelism, config.workers), progress_queue)
-                            train_round(pool, layout, config, round_number, pending)
-                        aggregate_round(layout, round_number, config.workers)
-                    metrics = evaluate(layout.global_model_path(round_number), options.data)
-                    write_json(metrics_path, {**metrics, "round": round_number})
-                    skipped = ""
+                done_before = layout.metrics_path(round_number).is_file()
+                if done_before:
+                    metrics = read_json(layout.metrics_path(round_number))
                 else:
-                    skipped = " (done before)"
-                metrics = read_json(metrics_path)
-                seconds = time.monotonic() - round_started
-                history.append({"round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"], "seconds": seconds})
+                    metrics = complete_round(layout, config, round_number, options.data, trainers, live)
+                phases = metrics.get("seconds", {})
+                history.append({
+                    "round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+                    "seconds": sum(phases.values()),
+                })
                 live.finish_round(round_number)
+                timing = ", ".join(f"{name} {value:.1f} s" for name, value in phases.items())
                 console.print(
                     f"round {round_number}/{config.rounds}: test accuracy {metrics['accuracy']:.4f}, "
-                    f"loss {metrics['loss']:.4f}, {seconds:.1f} s{skipped}"
+                    f"loss {metrics['loss']:.4f} ({timing}){' (done before)' if done_before else ''}"
                 )
     finally:
-        if pool is not None:
-            stop_pool(pool)
+        trainers.close()
     version, is_new = publish(layout, config.rounds, options.min_accuracy)
     return {
         "run_id": run_id,
