@@ -45,3 +45,4 @@ serve: setup
 bench: setup
 	$(BIN)/python -m bench.local_vs_central
 	$(BIN)/python -m bench.aggregator_memory
+	$(BIN)/python -m bench.model_choice
