@@ -13,8 +13,8 @@ from keras import layers
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
 # Adam's usual step size for the first round, shrinking by this factor every round: later rounds
-# fine-tune the average instead of undoing it. Measured: 99.2 % after 4 federated rounds with decay,
-# the keras-io convnet without decay stalls near 98.8 % (see README, "The model").
+# fine-tune the average instead of undoing it. Measured with bench.model_choice: 99.19 % after 5 FedAvg
+# rounds, against 98.41 % for the keras-io convnet with the same schedule (README, "The model").
 LEARNING_RATE = 1e-3
 LEARNING_RATE_DECAY_PER_ROUND = 0.8
 
