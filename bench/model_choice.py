@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not args.data.is_file():
+        print(f"model_choice: error: {args.data}: MNIST not found; fetch it with: python -m dataset --out {args.data}",
+              file=sys.stderr)
+        return 2
 
     import keras
 
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.model import build_model, compile_model, learning_rate_for_round
     from evaluator.metrics import classification_metrics
     from splitter.strategies import iid_split
+    from trainer.train import client_seed
 
     mnist = load_mnist(args.data)
     shards = [
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             client_weights = []
             for worker, (images, labels) in enumerate(shards):
-                keras.utils.set_random_seed(args.seed * 1_000_003 + round_number * 1_009 + worker)
+                keras.utils.set_random_seed(client_seed(args.seed, round_number, worker))
                 model.set_weights(global_weights[name])
                 compile_model(model, learning_rate_for_round(round_number))
                 model.fit(images, labels, batch_size=args.batch_size, epochs=1, verbose=0)
