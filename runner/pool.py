@@ -71,7 +71,11 @@ def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epoc
 
 def make_trainer_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
     """A pool of ``parallelism`` trainer processes sharing the machine's cores between them."""
-    threads_per_process = max(1, (os.cpu_count() or 1) // parallelism)
+    cores = os.cpu_count() or 1
+    # Twice a fair share of the cores: when fewer trainers than processes are left (the 3rd of 3 workers on
+    # 2 processes), the ones still running use the idle cores; while all run, two threads per core cost little.
+    # Measured on 2 cores, 3 workers, 2 rounds: 67-71 s with 2 threads per process, 79-81 s with 1.
+    threads_per_process = min(cores, 2 * max(1, cores // parallelism))
     return ProcessPoolExecutor(
         max_workers=parallelism,
         # spawn, not fork: forking a process that has already imported TensorFlow is unsafe.
