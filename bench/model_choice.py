@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         for indices in iid_split(len(mnist.y_train), args.workers, args.seed)
     ]
     test_images = to_model_input(mnist.x_test)
-    keras.utils.set_random_seed(args.seed)
     models = {"common.model": build_model(seed=args.seed), "keras-io convnet": keras_io_convnet()}
     global_weights = {name: model.get_weights() for name, model in models.items()}
     seconds = {name: 0.0 for name in models}
