@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = {
     "MODEL_DIR": str(models_dir(Path("volume"))),
     "RELOAD_INTERVAL": 1.0,  # seconds between looks for a newer published version
-    "TENSORFLOW_THREADS": 1,  # threads per model call (see model_store.configure_tensorflow)
+    "INFERENCE_THREADS": 1,  # threads per model call (see model_store.TfliteModel)
     "MODEL_WAIT_TIMEOUT": 30.0,  # a predict that arrives while the first model loads waits this long for it
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,  # a phone photo is 2-6 MB; bigger bodies get 413 before being read
     "MAX_IMAGE_PIXELS": MAX_PIXELS,  # decompression-bomb guard: refuse headers claiming more pixels than this
@@ -53,7 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     store = ModelStore(
         Path(app.config["MODEL_DIR"]),
         reload_interval=float(app.config["RELOAD_INTERVAL"]),
-        tensorflow_threads=int(app.config["TENSORFLOW_THREADS"]),
+        inference_threads=int(app.config["INFERENCE_THREADS"]),
         on_load=lambda version, outcome: record_model_load(metrics, version, outcome),
     )
     app.extensions["mnist_model_store"] = store

@@ -114,7 +114,7 @@ def test_only_the_newest_complete_version_is_picked(tmp_path, names, monkeypatch
     (tmp_path / "99").mkdir()  # incomplete: no model.h5 or info.json
     loaded_dirs = []
     monkeypatch.setattr("server.model_store.load_version",
-                        lambda directory: loaded_dirs.append(directory.name) or LoadedModel(int(directory.name), {}, None))
+                        lambda directory, *threads: loaded_dirs.append(directory.name) or LoadedModel(int(directory.name), {}, None))
     store = ModelStore(tmp_path)
 
     store.check_now()
