@@ -14,6 +14,7 @@ from flask import Flask, Request, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.layout import models_dir
+from server.json_provider import OrjsonProvider
 from server.metrics import Metrics
 from server.model_store import ModelStore
 from server.preprocess import MAX_PIXELS, BadImage
@@ -44,6 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     ``test_config`` (tests, and ``python -m server``'s flags)."""
     app = Flask(__name__)
     app.request_class = InMemoryRequest
+    app.json = OrjsonProvider(app)
     app.config.from_mapping(DEFAULT_CONFIG)
     app.config.from_prefixed_env("MNIST")
     if test_config is not None:

@@ -37,7 +37,7 @@ def predict():
                 "digit": int(row.argmax()),
                 "confidence": round(float(row.max()), 6),
                 "probabilities": [round(float(p), 6) for p in row],
-                "image": image.tolist(),
+                "image": image,  # uint8 28x28: orjson writes it as nested lists
             }
             for row, image in zip(probabilities, images)
         ],

@@ -49,7 +49,7 @@ def predict():
     model = get_model()
     probabilities = model.predict(images)
     current_app.extensions["mnist_metrics"].images.labels("tfserving").inc(len(images))
-    return jsonify({"predictions" if key == "instances" else "outputs": probabilities.tolist()})
+    return jsonify({"predictions" if key == "instances" else "outputs": probabilities})
 
 
 def to_images(instances, key: str, limit: int) -> np.ndarray:

@@ -288,7 +288,6 @@ def test_tf_serving_predict_columnar_format_and_the_model_itself_agree(ready_cli
         ({"instances": [[{"b64": "x"}] * 784]}, 400, "numbers only"),
         ({"instances": [[255] * 784]}, 400, "in [0, 1]"),
         ({"instances": [[-0.5] * 784]}, 400, "in [0, 1]"),
-        ({"instances": [[10**400] * 784]}, 400, "numbers only"),
         ({"instances": [[0] * 784], "signature_name": "other"}, 400, "signature_name"),
         ({"instances": [[0] * 784]} | {"instances": [[0] * 784] * 1025}, 413, "too many instances"),
         ([1, 2, 3], 400, "exactly one"),
@@ -304,6 +303,16 @@ def test_tf_serving_bad_requests_are_4xx_json(ready_client, body, status, messag
 @pytest.mark.parametrize("data", ["{not json", "NaN", ""])
 def test_tf_serving_unparseable_body_is_400(ready_client, data):
     response = ready_client.post("/v1/models/mnist:predict", data=data, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "instances" in response.json["error"]
+
+
+def test_numbers_too_big_for_a_float_are_refused(ready_client):
+    response = ready_client.post(
+        "/v1/models/mnist:predict", data='{"instances": [[' + ",".join([str(10**400)] * 784) + "]]}",
+        content_type="application/json",
+    )
 
     assert response.status_code == 400
     assert "instances" in response.json["error"]
