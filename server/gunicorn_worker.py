@@ -15,7 +15,7 @@ import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
-ACCEPT_DEFER_SECONDS = 0.005
+ACCEPT_DEFER_SECONDS = 0.001
 
 
 class BalancedThreadWorker(ThreadWorker):
