@@ -1,10 +1,13 @@
 """gunicorn settings for the model server: ``gunicorn -c server/gunicorn.conf.py "server:create_app()"``.
 
-Two worker processes with eight threads each (override with WEB_CONCURRENCY and GUNICORN_THREADS). Inside a
-worker, threads overlap HTTP parsing and image decoding with inference (TensorFlow releases the GIL while it
-computes) and concurrent requests share one model call (see model_store.LoadedModel). A second process is what
-lets Python use the second core: on this 2-core machine it raised throughput at 32 clients by ~1.5x
-(bench/serve_bench.py --workers 1 vs 2), for ~250 MB more memory (each worker loads its own TensorFlow).
+Two worker processes with two threads each (override with WEB_CONCURRENCY and GUNICORN_THREADS). A second process
+is what lets Python use the second core of this 2-core machine; inside a worker, one thread runs Python while the
+other is in C (the model call, image decoding, socket I/O), which all release the GIL. More threads only queue for
+the GIL in random order: at 32 clients, p99 was 41-55 ms with 2 threads, 52-62 with 4 and 63-76 with 8 (wrk, A/B
+in one session). The worker class (server/gunicorn_worker.py) spreads connections over the workers by free threads
+and keeps connections without a request out of the threads. Slow uploads do hold a thread while their body
+arrives: exposed directly to slow networks (no buffering proxy such as an ingress in front), raise GUNICORN_THREADS.
+Each worker loads its own model (~250 MB with TensorFlow, which converts it).
 """
 
 import logging
@@ -16,7 +19,7 @@ import tempfile
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "server.gunicorn_worker.BalancedThreadWorker"  # gthread that leaves new connections to idle workers
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 keepalive = 5  # seconds an idle client connection stays open (keep-alive saves a TCP handshake per request)
 timeout = 60  # a worker silent this long is restarted (the first model load takes a few seconds)
 graceful_timeout = 20

@@ -1,4 +1,5 @@
-"""gunicorn's threaded worker, changed so that a busy worker leaves new connections to an idle one.
+"""gunicorn's threaded worker, changed so that a busy worker leaves new connections to an idle one, and so that a
+new connection waits for its first bytes in the event loop rather than in one of the few threads.
 
 The stock ``gthread`` worker accepts every connection it can (up to ``worker_connections``, 1000), busy or not
 (gunicorn issue #3433). All workers wait on one listening socket and whichever wakes first takes what is there:
@@ -7,13 +8,19 @@ other sat idle, halving throughput and doubling latency (measured: about 400 ins
 runs). This worker, while all its threads have requests, waits ``ACCEPT_DEFER_SECONDS`` before it takes a waiting
 connection, so a worker with a free thread gets it first. It still takes it after that wait: refusing outright
 would starve new clients whenever every worker is busy.
+
+The stock worker also gives each new connection a thread at once, which then waits up to 5 s for a request: a
+browser's speculative connections that never send one would block a worker of two threads. Here new connections
+wait in the event loop (as gunicorn's own deferred ones do) and take a thread when their request arrives.
 """
 
 from __future__ import annotations
 
+import selectors
 import time
+from functools import partial
 
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
 
 ACCEPT_DEFER_SECONDS = 0.001
 
@@ -26,8 +33,9 @@ class BalancedThreadWorker(ThreadWorker):
         self._deferred_at: float | None = None  # when, busy, this worker last passed on a waiting connection
 
     def requests_in_progress(self) -> int:
-        """Connections being served or queued for a thread (not those idle between keep-alive requests)."""
-        return self.nr_conns - len(self.keepalived_conns) - len(self.pending_conns)
+        """Connections being served, queued for a thread or new and about to send their first request (not those
+        idle between keep-alive requests)."""
+        return self.nr_conns - len(self.keepalived_conns)
 
     def accept(self, listener) -> None:
         if self.requests_in_progress() >= self.cfg.threads:
@@ -36,6 +44,16 @@ class BalancedThreadWorker(ThreadWorker):
             super().set_accept_enabled(False)
             return
         super().accept(listener)
+
+    def enqueue_req(self, conn) -> None:
+        if not conn.initialized and not conn.data_ready:
+            # A new connection: wait for its request in the event loop; on_pending_socket_readable sets data_ready
+            # and comes back here. Silent ones are closed after the stock worker's wait for a first request.
+            conn.timeout = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT
+            self.pending_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+            return
+        super().enqueue_req(conn)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         # The event loop calls this after every event while accepting is off and it is under worker_connections.

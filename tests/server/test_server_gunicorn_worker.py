@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -96,3 +97,20 @@ def test_a_new_connection_is_served_while_every_worker_is_busy(balanced_server):
     # 18 requests of 20 ms on 2 threads need ~0.2 s; a worker that refused connections while busy would starve the
     # 4 clients beyond its threads until the others finished (and for ever under steady load).
     assert elapsed < 5, elapsed
+
+
+@pytest.mark.parametrize("balanced_server", [(1, 2)], indirect=True)
+def test_connections_that_send_nothing_do_not_hold_the_threads(balanced_server):
+    # Browsers open speculative connections that may never carry a request; the stock worker gives each a thread
+    # for up to 5 s, so three of them would hold this worker's two threads and delay the real request by ~5 s.
+    idle = [socket.create_connection(("127.0.0.1", balanced_server)) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        connection = http.client.HTTPConnection("127.0.0.1", balanced_server, timeout=10)
+        connection.request("GET", "/")
+        assert connection.getresponse().status == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for sock in idle:
+            sock.close()
