@@ -230,6 +230,36 @@ def server_process(command: list[str], env: dict, port: int, ready_path: str, lo
             process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by process ``pid`` and its children (gunicorn's workers); Linux /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_path.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process just ended
+        if stat_path.parent.name == str(pid) or fields[1] == str(pid):  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
+
+
+def wait_until_idle(pid: int, timeout: float = 30.0) -> None:
+    """Wait until a server has finished the requests a measurement left behind (a load generator stops sending,
+    but a slow server still works through what it has read, and would slow down the next measurement)."""
+    if not Path("/proc/self/stat").exists():
+        time.sleep(2.0)
+        return
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_seconds(pid)
+        if now - before < 0.01:  # under 5 % of a core for 0.2 s: idle
+            return
+        before = now
+
+
 def multipart(field: str, filename: str, data: bytes) -> bytes:
     return (
         f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
@@ -341,13 +371,15 @@ def main(argv: list[str] | None = None) -> int:
         baseline_command = [sys.executable, str(Path(__file__).resolve()), "--baseline-server",
                             "--port", str(baseline_port), "--model-dir", str(published_model(version_dir))]
 
-        with server_process(gunicorn, env, ours_port, "/readyz", scratch / "gunicorn.log"), \
+        with server_process(gunicorn, env, ours_port, "/readyz", scratch / "gunicorn.log") as ours_process, \
                 (server_process(baseline_command, env, baseline_port, "/predict", scratch / "baseline.log")
-                 if not args.skip_baseline else _nothing()):
+                 if not args.skip_baseline else _nothing()) as baseline_process:
             targets = [ours] if args.skip_baseline else [baseline, ours]
+            pids = {"gunicorn": ours_process.pid, "baseline": baseline_process.pid if baseline_process else None}
             for target in targets:  # warm up every worker (each loads its own model) before measuring anything
                 measure(target, 1, 5, 30)
                 measure(target, max(args.clients), 10 * max(args.clients), 2)
+                wait_until_idle(pids[target.name])
             answer = json.loads(_post(ours, ours.body))["predictions"][0]
             digit = answer["digit"] if args.api == "upload" else int(np.argmax(answer))
             print(f"model {version_dir}; {ours.path}: test digit {label} -> {digit}; load from {args.load_generator}")
@@ -361,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                             result = measure_with_wrk(target, clients, args.seconds, scratch)
                         else:
                             result = measure(target, clients, args.max_requests, args.seconds)
+                        wait_until_idle(pids[target.name])
                         results.setdefault((target.name, clients), []).append(result)
                         print(f"round {round_number + 1} {target.name:8s} {clients:2d} clients: "
                               f"{result.throughput:7.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
