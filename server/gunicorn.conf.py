@@ -51,6 +51,7 @@ def post_worker_init(worker):
     server_logger = logging.getLogger("server")  # the app's own messages (model loaded, load failed) in gunicorn's log
     server_logger.handlers = worker.log.error_log.handlers
     server_logger.setLevel(logging.INFO)
+    server_logger.propagate = False  # TensorFlow's absl gives the root logger a handler: each line would show twice
     store = getattr(worker.wsgi, "extensions", {}).get("mnist_model_store")
     if store is not None:
         store.start()

@@ -132,6 +132,9 @@ class TfliteModel:
 
 def load_version(version_dir: Path, inference_threads: int = 1) -> LoadedModel:
     """Load one published version and run it once, so it answers its first request at full speed."""
+    # TensorFlow's native INFO and WARNING lines (the converter's SavedModel reader ...) tell an operator nothing;
+    # errors still show. Read when TensorFlow is first imported, which is just below.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from common.model import load_model  # imports Keras/TensorFlow: only here, off the request path
 
     info = read_json(published_info_path(version_dir))
