@@ -167,8 +167,11 @@ def measure_with_wrk(target: Target, clients: int, seconds: float, scratch: Path
     env = dict(os.environ, BENCH_BODY=str(body), BENCH_CONTENT_TYPE=target.content_type)
     command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
                "-s", str(script), f"http://{LOOPBACK}:{target.port}{target.path}"]
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(output)
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    try:
+        return parse_wrk(finished.stdout)
+    except AttributeError:  # a figure missing from the report: wrk failed
+        raise RuntimeError(f"wrk failed (exit status {finished.returncode}): {finished.stderr or finished.stdout}") from None
 
 
 def parse_wrk(output: str) -> Result:
@@ -328,6 +331,14 @@ def summary(results: list[Result]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except RuntimeError as error:  # a server that did not start, wrk that failed: the reason, not a traceback
+        print(f"serve_bench: {error}", file=sys.stderr)
+        return 1
+
+
+def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.baseline_server:
         run_baseline_server(args.port, Path(args.model_dir))
