@@ -171,7 +171,8 @@ def measure_with_wrk(target: Target, clients: int, seconds: float, scratch: Path
     try:
         return parse_wrk(finished.stdout)
     except AttributeError:  # a figure missing from the report: wrk failed
-        raise RuntimeError(f"wrk failed (exit status {finished.returncode}): {finished.stderr or finished.stdout}") from None
+        reason = finished.stderr or finished.stdout
+        raise RuntimeError(f"wrk failed (exit status {finished.returncode}): {reason}") from None
 
 
 def parse_wrk(output: str) -> Result:
