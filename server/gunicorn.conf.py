@@ -7,8 +7,7 @@ the GIL in random order: at 32 clients, p99 was 43 ms with 2 threads, 56 with 4 
 medians of 3 interleaved runs). The worker class (server/gunicorn_worker.py) spreads connections over the workers
 by free threads and keeps connections without a request out of the threads. Slow uploads do hold a thread while
 their body arrives: exposed directly to slow networks (no buffering proxy such as an ingress in front), raise
-GUNICORN_THREADS.
-Each worker loads its own model (~250 MB with TensorFlow, which converts it).
+GUNICORN_THREADS. Each worker loads its own model (~250 MB with TensorFlow, which converts it).
 """
 
 import logging

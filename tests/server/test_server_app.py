@@ -315,7 +315,7 @@ def test_numbers_too_big_for_a_float_are_refused(ready_client):
     )
 
     assert response.status_code == 400
-    assert "instances" in response.json["error"]
+    assert "numbers only" in response.json["error"]
 
 
 def test_nan_pixels_are_refused(ready_client):
