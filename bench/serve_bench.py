@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most this many requests per measurement (Python client)")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, default=None, help="gunicorn threads (default: gunicorn.conf.py's)")
+    parser.add_argument("--worker-class", default=None,
+                        help="gunicorn worker class, e.g. gthread for the stock one (default: gunicorn.conf.py's)")
     parser.add_argument("--skip-baseline", action="store_true", help="measure only the production server")
     parser.add_argument(
         "--api",
@@ -380,6 +382,8 @@ def run(argv: list[str] | None = None) -> int:
             env["GUNICORN_THREADS"] = str(args.threads)
         gunicorn = [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
                     "--bind", f"{LOOPBACK}:{ours_port}", "server:create_app()"]
+        if args.worker_class:
+            gunicorn[3:3] = ["--worker-class", args.worker_class]
         baseline_command = [sys.executable, str(Path(__file__).resolve()), "--baseline-server",
                             "--port", str(baseline_port), "--model-dir", str(published_model(version_dir))]
 
