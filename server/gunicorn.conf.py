@@ -5,10 +5,10 @@ is what lets Python use the second core of this 2-core machine; inside a worker,
 other is in C (the model call, image decoding, socket I/O), which all release the GIL. More threads only queue for
 the GIL in random order: at 32 clients, p99 was 43 ms with 2 threads, 56 with 4 and 70 with 8 (bench/serve_bench.py,
 medians of 3 interleaved runs). The worker class (server/gunicorn_worker.py) gives each new connection to the
-worker with the fewest, keeps each worker on its own CPU when there are as many CPUs as workers, and keeps
-connections without a request out of the threads. Slow uploads do hold a thread while
-their body arrives: exposed directly to slow networks (no buffering proxy such as an ingress in front), raise
-GUNICORN_THREADS. Each worker loads its own model (~250 MB with TensorFlow, which converts it).
+worker with the fewest, keeps each worker on its own CPU when there are as many CPUs as workers
+(GUNICORN_PIN_WORKERS=0 turns that off), and keeps connections without a request out of the threads. Slow uploads
+do hold a thread while their body arrives: exposed directly to slow networks (no buffering proxy such as an ingress
+in front), raise GUNICORN_THREADS. Each worker loads its own model (~250 MB with TensorFlow, which converts it).
 """
 
 import logging
