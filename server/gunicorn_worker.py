@@ -37,7 +37,7 @@ ACCEPT_DEFER_SECONDS = 0.001  # how long a busy worker waits for an idle one to 
 # ... and one with more connections than another worker. Longer, because the other worker's event loop may be
 # waiting for the GIL behind a request thread, which holds it for up to 5 ms (sys.getswitchinterval()).
 LEAST_CONNECTIONS_DEFER_SECONDS = 0.005
-PIN_WORKERS_ENV = "GUNICORN_PIN_WORKERS"  # "0" leaves every worker to the scheduler
+PIN_WORKERS_ENV = "GUNICORN_PIN_WORKERS"  # "0" (or false/no/off) leaves every worker to the scheduler
 
 
 def cpu_for_worker(slot: int, allowed_cpus: set[int], workers: int) -> int | None:
@@ -126,7 +126,9 @@ class BalancedThreadWorker(ThreadWorker):
         super().init_process()
 
     def pin_to_cpu(self) -> None:
-        if os.environ.get(PIN_WORKERS_ENV, "1") == "0" or not hasattr(os, "sched_setaffinity"):
+        if os.environ.get(PIN_WORKERS_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+            return
+        if not hasattr(os, "sched_setaffinity"):  # not Linux
             return
         cpu = cpu_for_worker(self.slot, os.sched_getaffinity(0), self.cfg.workers)
         if cpu is not None:

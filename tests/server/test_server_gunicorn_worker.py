@@ -23,11 +23,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def start_gunicorn(
-    tmp_path: Path, workers: int, threads: int, worker_class: str, cpus: set[int] | None = None
+    tmp_path: Path, workers: int, threads: int, worker_class: str, cpus: set[int] | None = None, **environment: str
 ) -> tuple[subprocess.Popen, int]:
     """gunicorn serving pid_app, once every worker answers; ``cpus``: the CPUs it may run on."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(HERE)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(HERE)]), **environment)
     log = open(tmp_path / "gunicorn.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
@@ -169,14 +169,20 @@ def test_workers_are_pinned_only_when_there_are_as_many_cpus_as_workers():
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
-def test_each_of_two_workers_on_two_cpus_keeps_to_its_own(tmp_path):
+@pytest.mark.parametrize("pin", ["", "0"])
+def test_each_of_two_workers_on_two_cpus_keeps_to_its_own_unless_turned_off(tmp_path, pin):
     cpus = set(sorted(os.sched_getaffinity(0))[:2])
-    process, port = start_gunicorn(tmp_path, 2, 1, "server.gunicorn_worker.BalancedThreadWorker", cpus=cpus)
+    process, port = start_gunicorn(
+        tmp_path, 2, 1, "server.gunicorn_worker.BalancedThreadWorker", cpus=cpus, GUNICORN_PIN_WORKERS=pin
+    )
     try:
         pids = {pid for answers in keep_alive_clients(port, clients=4, requests_each=2, sleep=0.05) for pid in answers}
         assert len(pids) == 2
-        pinned = [os.sched_getaffinity(int(pid)) for pid in pids]
-        assert all(len(allowed) == 1 for allowed in pinned) and set.union(*pinned) == cpus, pinned
+        allowed = [os.sched_getaffinity(int(pid)) for pid in pids]
+        if pin == "0":
+            assert all(cpu_set == cpus for cpu_set in allowed), allowed
+        else:
+            assert all(len(cpu_set) == 1 for cpu_set in allowed) and set.union(*allowed) == cpus, allowed
     finally:
         process.terminate()
         process.wait(timeout=30)
