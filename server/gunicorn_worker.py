@@ -52,11 +52,12 @@ class ConnectionBoard:
     """Open connections per worker, in memory the gunicorn master shares with every worker it forks.
 
     A slot is a pair of int64: the worker's pid (0 = free, -1 = reserved by the master for a worker being forked)
-    and its open connections. Only a slot's own worker writes its count; readers may see a count one update old,
-    which costs at most one deferral."""
+    and its open connections, or DRAINING once it stops taking new ones (a reload, a shutdown). Only a slot's own
+    worker writes its count; readers may see a count one update old, which costs at most one deferral."""
 
     SLOTS = 256  # workers alive at once, counting those of a graceful reload
     FREE, RESERVED = 0, -1
+    DRAINING = -1  # as a count: this worker takes no new connections, so it is nobody's reason to wait
 
     def __init__(self):
         self._memory = mmap.mmap(-1, self.SLOTS * 2 * 8)  # anonymous and MAP_SHARED: forked workers see one board
@@ -89,6 +90,8 @@ class ConnectionBoard:
             pid = self._cells[2 * other]
             if other != slot and pid > 0:
                 connections = self._cells[2 * other + 1]
+                if connections == self.DRAINING:
+                    continue
                 if (fewest is None or connections < fewest) and _process_alive(pid):
                     fewest = connections
         return fewest
@@ -169,9 +172,14 @@ class BalancedThreadWorker(ThreadWorker):
         super().set_accept_enabled(False)
 
     def publish_connections(self) -> None:
-        if self.slot is not None and self.nr_conns != self._published:
-            self.board.publish(self.slot, self.nr_conns)
-            self._published = self.nr_conns
+        connections = self.nr_conns if self.alive else ConnectionBoard.DRAINING
+        if self.slot is not None and connections != self._published:
+            self.board.publish(self.slot, connections)
+            self._published = connections
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)  # stops accepting; the old workers of a reload drain like this
+        self.publish_connections()
 
     def enqueue_req(self, conn) -> None:
         if not conn.initialized and not conn.data_ready:

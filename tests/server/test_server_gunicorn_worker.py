@@ -143,6 +143,8 @@ def test_the_board_reports_the_fewest_connections_of_the_other_live_workers():
     board.publish(other, 3)
     assert board.fewest_elsewhere(mine) == 3
     assert board.fewest_elsewhere(other) == 5
+    board.publish(other, ConnectionBoard.DRAINING)  # stopping (e.g. the old worker of a reload): takes none
+    assert board.fewest_elsewhere(mine) is None
     board.release(other)
     assert board.fewest_elsewhere(mine) is None
     assert board.reserve() == other  # a released slot is used again
