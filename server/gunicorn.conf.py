@@ -19,7 +19,7 @@ import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "server.gunicorn_worker.BalancedThreadWorker"  # gthread that leaves new connections to idle workers
+worker_class = "server.gunicorn_worker.BalancedThreadWorker"  # gthread with least-connections between workers
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 keepalive = 5  # seconds an idle client connection stays open (keep-alive saves a TCP handshake per request)
 timeout = 60  # a worker silent this long is restarted (the first model load takes a few seconds)

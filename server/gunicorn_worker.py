@@ -163,7 +163,6 @@ class BalancedThreadWorker(ThreadWorker):
             self._defer_accepting(ACCEPT_DEFER_SECONDS)
         else:
             super().accept(listener)
-            self.publish_connections()
 
     def _defer_accepting(self, seconds: float) -> None:
         # Stop listening for a moment; set_accept_enabled takes the connection if it is still there then.
@@ -200,14 +199,14 @@ class BalancedThreadWorker(ThreadWorker):
                 self._deferred_at = None
                 for listener in self.sockets:
                     super().accept(listener)  # nobody else took it: take it now (non-blocking; gone is fine)
-                self.publish_connections()
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        self.publish_connections()  # closed keep-alive connections since the last look
+        # Only the event loop's thread opens and closes connections, and every pass of the loop comes here before
+        # it waits: publishing here keeps the board current to within one pass, which takes microseconds.
+        self.publish_connections()
         # Wake when a deferral ends even if nothing else happens: otherwise this worker could stay deaf to new
         # connections for the loop's whole 1 s timeout while a busy one takes them all.
         if self._deferred_at is not None:
             timeout = min(timeout, max(0.0, self._deferred_at + self._defer_for - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)
-        self.publish_connections()
