@@ -191,8 +191,8 @@ def test_image_bakes_mnist_where_the_manifests_read_it():
 
 
 def test_image_runs_as_the_numeric_user_of_the_manifests():
-    (user,) = re.findall(r"^USER\s+(\S+)", dockerfile(), flags=re.MULTILINE)
-    assert user.split(":")[0] == str(IMAGE_USER)
+    users = re.findall(r"^USER\s+(\S+)", dockerfile(), flags=re.MULTILINE)  # one per stage (server, pipeline)
+    assert users and {user.split(":")[0] for user in users} == {str(IMAGE_USER)}
 
 
 def test_gpu_variant_keeps_the_base_images_tensorflow():
