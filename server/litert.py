@@ -1,7 +1,8 @@
 """The LiteRT (TensorFlow Lite) interpreter behind Keras's ``predict_on_batch``: what the server runs. No TensorFlow.
 
-The publisher converts each model to ``model.tflite`` once (publisher/litert.py); loading that file takes
-milliseconds and ~10 MB, where importing TensorFlow to convert it took seconds and ~400 MB in every worker.
+The publisher converts each model to ``model.tflite`` once (publisher/litert.py). Loading that file takes
+milliseconds: a gunicorn worker measured 64 MiB and its server 0.5 s to a loaded model, where importing TensorFlow to
+convert the model in every worker had taken ~720 MiB per worker and many seconds (bench/README.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,25 +13,7 @@ from PIL import Image
 
 from server import create_app
 
-from conftest import make_app, publish
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
-    """Poll ``condition`` until it returns something truthy (the model loads in a background thread)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
-
-
-@pytest.fixture
-def ready_client(client):
-    """A client whose app has loaded version 1."""
-    wait_for(lambda: client.get("/readyz").status_code == 200)
-    return client
+from conftest import make_app, publish, wait_for
 
 
 # ---- probes ----

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from test_server_app import ready_client, wait_for  # noqa: F401  (fixture)
+from conftest import wait_for
 
 
 def infer_body(images: np.ndarray, shape: list[int] | None = None, nested: bool = False, **tensor) -> dict:
