@@ -5,7 +5,12 @@ metadata), ``GET /v2/models/mnist/ready`` and ``POST /v2/models/mnist/infer`` (a
 inference request has one input tensor of datatype FP32 and shape [n, 28, 28], [n, 28, 28, 1] or [n, 784], values in
 [0, 1] (white ink on black), its ``data`` flat or nested in row-major order; the answer is the output tensor
 ``probabilities``, FP32 [n, 10], flat. Errors are the protocol's ``{"error": "..."}`` with a 4xx status (503 while no
-model is loaded). JSON only: the binary tensor extension is not implemented.
+model is loaded).
+
+Triton's binary tensor data extension too, which Triton's own client uses by default: with the header
+``Inference-Header-Content-Length: L``, the body is L bytes of JSON and then the input's raw little-endian FP32 bytes
+(its ``parameters.binary_data_size``); an output requested with ``parameters.binary_data`` (or the request's
+``parameters.binary_data_output``) comes back the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from flask import Blueprint, abort, current_app, jsonify
+import orjson
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from common.layout import MODEL_NAME
 from server.json_provider import json_body
@@ -24,6 +30,7 @@ from server.tensors import model_batch, number_array
 blueprint = Blueprint("v2", __name__, url_prefix="/v2")
 
 INPUT_NAME, OUTPUT_NAME, DATATYPE = "input", "probabilities", "FP32"
+BINARY_HEADER = "Inference-Header-Content-Length"  # Triton's binary tensor data extension
 INPUT_SHAPES = ([-1, 28, 28], [-1, 28, 28, 1], [-1, 784])
 USAGE = ('expected {"inputs": [{"name": "input", "shape": [n, 28, 28], "datatype": "FP32", '
          '"data": [n*784 numbers in [0, 1]]}]}')
@@ -76,23 +83,40 @@ def model_metadata(name: str, version: str | None = None):
 def infer(name: str, version: str | None = None):
     """Probabilities of the ten digits for each image of the input tensor."""
     check_name(name)
-    payload = json_body(USAGE)
+    payload, binary = inference_request()
     if not isinstance(payload, dict):
         abort(400, description=f"the body must be a JSON object: {USAGE}")
-    images = input_images(payload.get("inputs"), int(current_app.config["MAX_INSTANCES"]))
-    check_requested_outputs(payload.get("outputs"))
+    images = input_images(payload.get("inputs"), binary, int(current_app.config["MAX_INSTANCES"]))
+    binary_output = wants_binary_output(payload)
     model = served_model(name, version, wait=True)
-    probabilities = model.predict(images)
+    probabilities = np.ascontiguousarray(model.predict(images), dtype="<f4")
     current_app.extensions["mnist_metrics"].images.labels("v2").inc(len(images))
-    answer = {
-        "model_name": MODEL_NAME,
-        "model_version": str(model.version),
-        "outputs": [{"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": list(probabilities.shape),
-                     "data": probabilities.ravel()}],
-    }
+    output = {"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": list(probabilities.shape)}
+    answer = {"model_name": MODEL_NAME, "model_version": str(model.version), "outputs": [output]}
     if isinstance(payload.get("id"), str):
         answer["id"] = payload["id"]
-    return jsonify(answer)
+    if not binary_output:
+        output["data"] = probabilities.ravel()
+        return jsonify(answer)
+    data = probabilities.tobytes()
+    output["parameters"] = {"binary_data_size": len(data)}
+    header = orjson.dumps(answer)
+    return Response(header + data, mimetype="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
+
+
+def inference_request() -> tuple[object, bytes]:
+    """The request's JSON, and the raw tensor bytes after it when it uses the binary extension (else b"")."""
+    if BINARY_HEADER not in request.headers:
+        return json_body(USAGE), b""
+    body = request.get_data(cache=False)
+    header_length = request.headers[BINARY_HEADER]
+    if not header_length.isdigit() or int(header_length) > len(body):
+        abort(400, description=f"{BINARY_HEADER} must be the length of the JSON at the start of the body "
+                               f"({len(body)} bytes), got {header_length[:20]!r}")
+    try:
+        return orjson.loads(body[: int(header_length)]), body[int(header_length) :]
+    except orjson.JSONDecodeError as error:
+        abort(400, description=f"the inference header is not valid JSON ({error}): {USAGE}")
 
 
 def check_name(name: str) -> None:
@@ -114,12 +138,16 @@ def served_model(name: str, version: str | None, wait: bool) -> LoadedModel:
     return model
 
 
-def input_images(inputs, limit: int) -> np.ndarray:
+def input_images(inputs, binary: bytes, limit: int) -> np.ndarray:
     """The request's one input tensor -> the model's input, float32 (n, 28, 28, 1); 4xx with the reason."""
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         abort(400, description=f'"inputs" must be a list of one tensor object: {USAGE}')
     tensor = inputs[0]
-    missing = [key for key in ("name", "shape", "datatype", "data") if key not in tensor]
+    parameters = tensor.get("parameters")
+    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    missing = [key for key in ("name", "shape", "datatype") if key not in tensor]
+    if "data" not in tensor and binary_size is None:
+        missing.append("data")
     if missing:
         abort(400, description=f"the input tensor lacks {', '.join(missing)}: {USAGE}")
     if not isinstance(tensor["name"], str):
@@ -134,13 +162,37 @@ def input_images(inputs, limit: int) -> np.ndarray:
         abort(413, description=f"too many images ({shape[0]}); at most {limit} per request")
     if [-1, *shape[1:]] not in INPUT_SHAPES:
         abort(400, description=f"shape must be [n, 28, 28], [n, 28, 28, 1] or [n, 784]; got {shape}")
-    data = tensor["data"]
-    if not isinstance(data, list):
-        abort(400, description='"data" must be a list of numbers (flat, or nested as the shape)')
-    values = number_array(data, '"data"')
+    if binary_size is not None:
+        values = binary_values(binary_size, binary, math.prod(shape))
+    else:
+        if not isinstance(tensor["data"], list):
+            abort(400, description='"data" must be a list of numbers (flat, or nested as the shape)')
+        values = number_array(tensor["data"], '"data"')
     if values.size != math.prod(shape):
         abort(400, description=f"shape {shape} needs {math.prod(shape)} numbers; data has {values.size}")
     return model_batch(values.reshape(shape), '"data"', limit)
+
+
+def binary_values(binary_size, binary: bytes, count: int) -> np.ndarray:
+    """The input's raw bytes (binary extension): ``count`` little-endian FP32 numbers."""
+    if isinstance(binary_size, bool) or not isinstance(binary_size, int) or binary_size != 4 * count:
+        abort(400, description=f"binary_data_size must be {4 * count} (the shape's {count} FP32 numbers), "
+                               f"got {str(binary_size)[:20]}")
+    if len(binary) != binary_size:
+        abort(400, description=f"the body has {len(binary)} bytes after the inference header; "
+                               f"binary_data_size says {binary_size}")
+    return np.frombuffer(binary, dtype="<f4")
+
+
+def wants_binary_output(payload: dict) -> bool:
+    """Whether the answer's tensor goes back as raw bytes (binary extension) rather than JSON numbers."""
+    outputs = payload.get("outputs")
+    check_requested_outputs(outputs)
+    parameters = payload.get("parameters")
+    if isinstance(parameters, dict) and parameters.get("binary_data_output") is True:
+        return True
+    return any(isinstance(output.get("parameters"), dict) and output["parameters"].get("binary_data") is True
+               for output in outputs or [])
 
 
 def check_requested_outputs(outputs) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -154,8 +155,80 @@ def test_a_body_that_is_not_json_is_415_or_400(ready_client, path):
     assert response.json["error"]
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("path, body", [
+    ("/v1/models/mnist:predict", {"instances": [ONE]}),
+    ("/v2/models/mnist/infer", tensor()),
+])
+def test_json_is_read_whatever_the_content_type_says(ready_client, path, body, content_type):
+    """`curl -d` (TF Serving's own examples) sends form-encoded; Triton's client sends no Content-Type."""
+    response = ready_client.post(path, data=json.dumps(body), content_type=content_type)
+
+    assert response.status_code == 200
+
+
 def test_images_as_base64_of_nested_lists_are_refused(ready_client):
     response = ready_client.post("/api/predict", json={"images": [[base64.b64encode(b"x").decode()]]})
 
     assert response.status_code == 400
     assert "list of base64" in response.json["error"]
+
+
+def binary_request(images: np.ndarray, binary_output: bool, header_length_offset: int = 0) -> tuple[bytes, dict]:
+    """A request in Triton's binary tensor data extension: JSON header, then the raw little-endian FP32 pixels."""
+    data = images.astype("<f4").tobytes()
+    header = {"inputs": [{"name": "input", "shape": [len(images), 28, 28], "datatype": "FP32",
+                          "parameters": {"binary_data_size": len(data)}}],
+              "outputs": [{"name": "probabilities", "parameters": {"binary_data": binary_output}}]}
+    header_bytes = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header_bytes) + header_length_offset)}
+    return header_bytes + data, headers
+
+
+@pytest.mark.parametrize("binary_output", [True, False])
+def test_infer_with_the_binary_tensor_extension(ready_client, app, mnist_test_set, binary_output):
+    images, labels = mnist_test_set
+    batch = (images[:3] / 255.0).astype(np.float32)
+    body, headers = binary_request(batch, binary_output)
+
+    response = ready_client.post("/v2/models/mnist/infer", data=body, headers=headers,
+                                 content_type="application/octet-stream")
+
+    assert response.status_code == 200
+    direct = app.extensions["mnist_model_store"].current.predict(batch[..., np.newaxis])
+    if binary_output:
+        header_length = int(response.headers["Inference-Header-Content-Length"])
+        header = json.loads(response.data[:header_length])
+        [output] = header["outputs"]
+        assert output["shape"] == [3, 10] and output["parameters"] == {"binary_data_size": 120}
+        probabilities = np.frombuffer(response.data[header_length:], dtype="<f4").reshape(3, 10)
+    else:
+        probabilities = np.array(response.json["outputs"][0]["data"]).reshape(3, 10)
+    np.testing.assert_allclose(probabilities, direct, atol=1e-6)
+    assert list(probabilities.argmax(axis=1)) == list(labels[:3])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda body, headers: (body, {"Inference-Header-Content-Length": "abc"}), "must be the length"),
+        (lambda body, headers: (body, {"Inference-Header-Content-Length": str(len(body) + 1)}), "must be the length"),
+        (lambda body, headers: (body, {"Inference-Header-Content-Length": "3"}), "header is not valid JSON"),
+        (lambda body, headers: (body[:-4], headers), "binary_data_size says 3136"),
+        (lambda body, headers: (body + b"\0" * 4, headers), "binary_data_size says 3136"),
+        (lambda body, headers: (body.replace(b'"binary_data_size": 3136', b'"binary_data_size": 3132'), headers),
+         "binary_data_size must be 3136"),
+        (lambda body, headers: (body[: int(headers["Inference-Header-Content-Length"])]
+                                + np.full(784, np.nan, "<f4").tobytes(), headers), "in [0, 1]"),
+    ],
+    ids=["length-not-a-number", "length-past-the-body", "length-cuts-the-json", "too-few-bytes", "too-many-bytes",
+         "wrong-size", "nan"],
+)
+def test_bad_binary_requests_are_400(ready_client, change, message):
+    body, headers = binary_request(np.full((1, 28, 28), 0.5), binary_output=False)
+    body, headers = change(body, headers)
+
+    response = ready_client.post("/v2/models/mnist/infer", data=body, headers=headers)
+
+    assert response.status_code == 400
+    assert message in response.json["error"]
