@@ -19,7 +19,10 @@ from common.layout import published_info_path, published_litert_path, published_
 def train_and_publish(models_dir: Path, data_path: Path, version: int, num_images: int = 15_000, seed: int = 0) -> Path:
     """Train ``build_model(seed)`` for one epoch on the first ``num_images`` training images (~97% accurate) and
     publish it as ``models_dir/<version>``; returns that directory."""
-    from common.model import build_model  # imports TensorFlow
+    try:
+        from common.model import build_model  # imports TensorFlow
+    except ImportError as error:  # the slim server image has no TensorFlow
+        raise ValueError(f"training needs TensorFlow (pip install -r requirements.txt): {error}") from None
     from publisher.litert import write_litert
 
     mnist = load_mnist(data_path)
