@@ -13,10 +13,10 @@ setup: $(VENV)/.installed $(DATA)
 
 data: $(DATA)
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements-dev.txt requirements.txt requirements-server.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 $(DATA): | $(VENV)/.installed

@@ -1,26 +1,35 @@
-"""Throughput and p50/p99 latency of the production server (gunicorn) against a baseline like the original demo.
+"""Throughput, p50/p99 latency, start-up time and memory of the model server, measured in one run against two others.
 
-The baseline does what the system this grew from did: Flask's development server and ``model.predict`` for each
-request (image resized to 28x28, no MNIST preprocessing). Both get the same request: a 280x280 PNG of a test digit,
-dark on light, uploaded as multipart/form-data. Closed-loop clients (each sends its next request when the last
-answer arrives, over one keep-alive connection) at 1, 8 and 32 at a time; the two servers are measured alternately
-in every round, so a slow moment of this shared machine hits both. Reported: medians over rounds, and the median of
-the per-round ratios. Loopback only; each measurement is bounded in seconds (and, with the Python client, requests).
+Three servers, started side by side on loopback ports:
+- ``simple``: this tree's server as deployed (gunicorn's stock gthread worker, server/gunicorn.conf.py, LiteRT model);
+- ``previous`` (with ``--previous-repo DIR``, a checkout of an older commit): that commit's gunicorn server, e.g. the
+  custom least-connections worker of 058c128, so the cost of the simpler server is a number;
+- ``baseline``: what the original demo did: Flask's development server and ``model.predict`` for each request (the
+  image resized to 28x28, no MNIST preprocessing; TF-Serving JSON straight into ``model.predict``).
+
+Requests: a 280x280 dark-on-light PNG of a test digit uploaded as multipart/form-data (``/api/predict``; the
+baseline's ``/predict``), and the same digit as TF-Serving JSON (``/v1/models/mnist:predict``). Closed-loop clients
+(each sends its next request when the last answer arrives, over one keep-alive connection) at 1, 8 and 32 at a time.
+Every round measures every server at every level, in an order that rotates from round to round, so a slow moment of
+this shared machine hits all of them; after each measurement the script waits until the server is idle. Reported:
+medians over rounds, and ratios as the median of per-round ratios. Loopback only.
+
+Start-up and memory (``--startup-runs``, before the load): each gunicorn server is started that many times,
+interleaved; start-up is the time from starting the process until every worker has logged "serving model version"
+(its model loaded and run once), memory the resident set (VmRSS) of each worker after answering a few requests.
 
 The load generator is Debian's ``wrk`` when it is installed (``apt-get install -y wrk``), else Python threads
-(``--load-generator python``). The choice matters on a small machine, where client and server share the cores:
-measured on 2 cores, the Python client costs 0.2 ms of CPU per request and wrk 0.04 ms, and the Python client's
-threads wait for their own GIL, which shows up as server latency.
+(``--load-generator python``, which on a small machine takes CPU and GIL time from the servers).
 
-    .venv/bin/python bench/serve_bench.py --model-dir volume/models/mnist          # after the pipeline published
-    .venv/bin/python bench/serve_bench.py --quick-model                            # trains a model in ~5 s first
-
-Target: at 32 clients, >= 10x the baseline's throughput and p99 < 50 ms.
+    .venv/bin/python bench/serve_bench.py --model-dir volume/models/mnist
+    git worktree add /tmp/previous 058c128      # the custom-worker server, for --previous-repo
+    .venv/bin/python bench/serve_bench.py --model-dir volume/models/mnist --previous-repo /tmp/previous
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -44,7 +53,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from common.layout import models_dir, newest_version_dir  # noqa: E402
+from common.layout import models_dir, newest_version_dir, published_model_path  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 BOUNDARY = uuid.uuid4().hex
@@ -71,6 +80,11 @@ def run_baseline_server(port: int, model_path: Path) -> None:
         pixels = np.asarray(image, dtype=np.float32).reshape(1, 28, 28, 1) / 255.0
         probabilities = model.predict(pixels)[0]
         return jsonify(digit=int(probabilities.argmax()), confidence=float(probabilities.max()))
+
+    @app.post("/v1/models/mnist:predict")
+    def tfserving():
+        pixels = np.asarray(request.get_json()["instances"], dtype=np.float32).reshape(-1, 28, 28, 1)
+        return jsonify(predictions=model.predict(pixels).tolist())
 
     app.run(host=LOOPBACK, port=port, threaded=True)
 
@@ -219,9 +233,9 @@ def wait_until_ready(port: int, path: str, process: subprocess.Popen, log: Path,
 
 
 @contextmanager
-def server_process(command: list[str], env: dict, port: int, ready_path: str, log: Path):
+def server_process(command: list[str], env: dict, port: int, ready_path: str, log: Path, cwd: Path = REPO_ROOT):
     with open(log, "w") as log_file:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(port, ready_path, process, log)
         yield process
@@ -293,24 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench/serve_bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=models_dir(REPO_ROOT / "volume"))
     parser.add_argument("--data", type=Path, default=REPO_ROOT / "volume/data/mnist.npz")
-    parser.add_argument("--quick-model", action="store_true", help="train and serve a throwaway model (~5 s)")
+    parser.add_argument("--quick-model", action="store_true", help="train and serve a throwaway model (~10 s)")
+    parser.add_argument("--previous-repo", type=Path,
+                        help="a checkout of an older commit whose gunicorn server to measure too (e.g. 058c128)")
+    parser.add_argument("--api", nargs="+", choices=["upload", "tfserving"], default=["upload", "tfserving"])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds; medians are over rounds")
-    parser.add_argument("--seconds", type=float, default=4.0, help="at most this long per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are over rounds")
+    parser.add_argument("--seconds", type=float, default=3.0, help="at most this long per measurement")
     parser.add_argument("--max-requests", type=int, default=3000,
                         help="at most this many requests per measurement (Python client)")
-    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py's)")
-    parser.add_argument("--threads", type=int, default=None, help="gunicorn threads (default: gunicorn.conf.py's)")
-    parser.add_argument("--worker-class", default=None,
-                        help="gunicorn worker class, e.g. gthread for the stock one (default: gunicorn.conf.py's)")
-    parser.add_argument("--skip-baseline", action="store_true", help="measure only the production server")
-    parser.add_argument(
-        "--api",
-        choices=["upload", "tfserving"],
-        default="upload",
-        help="what the production server gets: the PNG upload (/api/predict, as the baseline) or the same digit "
-        "as TF-Serving JSON (/v1/models/mnist:predict, 28x28 numbers in [0, 1])",
-    )
+    parser.add_argument("--startup-runs", type=int, default=3, help="start-ups of each server command (0: none)")
+    parser.add_argument("--skip-baseline", action="store_true", help="leave out the development-server baseline")
     parser.add_argument(
         "--load-generator",
         choices=["wrk", "python"],
@@ -321,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser
+
+
+@dataclass
+class Server:
+    """How to start one of the servers under test."""
+
+    name: str
+    command: list[str]
+    cwd: Path
+    ready_path: str
+    paths: dict[str, str]  # api -> URL path
+    workers: int  # processes that each load the model (gunicorn's workers; 1 for a single process)
 
 
 def summary(results: list[Result]) -> dict:
@@ -341,6 +360,94 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def gunicorn_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "--bind", f"{LOOPBACK}:{port}",
+            "server:create_app()"]
+
+
+def make_servers(args, version_dir: Path) -> list[Server]:
+    """The servers to compare, each on its own free port."""
+    gunicorn_paths = {"upload": "/api/predict", "tfserving": "/v1/models/mnist:predict"}
+    workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+    servers = [Server("simple", gunicorn_command(free_port()), REPO_ROOT, "/readyz", gunicorn_paths, workers)]
+    if args.previous_repo:
+        servers.append(Server("previous", gunicorn_command(free_port()), args.previous_repo.resolve(), "/readyz",
+                              gunicorn_paths, workers))
+    if not args.skip_baseline:
+        port = free_port()
+        command = [sys.executable, str(Path(__file__).resolve()), "--baseline-server", "--port", str(port),
+                   "--model-dir", str(published_model_path(version_dir))]
+        servers.append(Server("baseline", command, REPO_ROOT, "/predict",
+                              {"upload": "/predict", "tfserving": "/v1/models/mnist:predict"}, 1))
+    return servers
+
+
+def startup_commands(servers: list[Server], model_directory: Path) -> list[Server]:
+    """The gunicorn servers, and the same trees' ``python -m server`` (one process, Flask's threaded server)."""
+    commands = []
+    for server in servers:
+        if server.name != "baseline":
+            single = [sys.executable, "-m", "server", "--port", str(free_port()), "--model-dir", str(model_directory)]
+            commands += [server, Server(f"{server.name} -m server", single, server.cwd, "/readyz", server.paths, 1)]
+    return commands
+
+
+def port_of(server: Server) -> int:
+    return int(server.command[server.command.index("--bind") + 1].rpartition(":")[2]) if "--bind" in server.command \
+        else int(server.command[server.command.index("--port") + 1])
+
+
+def requests_for(args, server: Server) -> dict[str, Target]:
+    """The upload and the TF-Serving request of one digit, addressed to ``server``."""
+    png, pixels, _ = digit_png(args.data)
+    bodies = {
+        "upload": (multipart("image", "digit.png", png), f"multipart/form-data; boundary={BOUNDARY}"),
+        "tfserving": (json.dumps({"instances": [np.round(pixels / 255.0, 4).tolist()]}).encode(), "application/json"),
+    }
+    return {api: Target(server.name, port_of(server), server.paths[api], *bodies[api]) for api in args.api}
+
+
+def worker_pids(pid: int) -> list[int]:
+    """gunicorn's workers (the children of ``pid``), or the process itself when it has none."""
+    children = []
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_path.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            children.append(int(stat_path.parent.name))
+    return sorted(children) or [pid]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_startup(server: Server, env: dict, targets: dict[str, Target], log: Path) -> tuple[float, float, list[float]]:
+    """Seconds from starting ``server`` until each worker logged its loaded model, the CPU seconds the processes used
+    until then (less sensitive than wall time to other load on the machine), and each worker's RSS (MiB) after a
+    few requests."""
+    started = time.perf_counter()
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(server.command, cwd=server.cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        while log.read_text().count("serving model version") < server.workers:
+            if process.poll() is not None or time.perf_counter() - started > 120:
+                raise RuntimeError(f"{server.name} did not load its model:\n{log.read_text()[-3000:]}")
+            time.sleep(0.01)
+        seconds, cpu = time.perf_counter() - started, cpu_seconds(process.pid)
+        for target in targets.values():
+            measure(target, 2 * server.workers, 20, 10)  # enough connections to reach every worker
+        return seconds, cpu, [rss_mib(pid) for pid in worker_pids(process.pid)]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.baseline_server:
@@ -348,6 +455,9 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.load_generator == "wrk" and not shutil.which("wrk"):
         print("wrk is not installed: apt-get install -y wrk, or pass --load-generator python", file=sys.stderr)
+        return 2
+    if args.previous_repo and not (args.previous_repo / "server" / "gunicorn.conf.py").is_file():
+        print(f"--previous-repo {args.previous_repo}: no server/gunicorn.conf.py there", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
@@ -363,96 +473,86 @@ def run(argv: list[str] | None = None) -> int:
             print(f"no published model in {model_directory}: run the pipeline first, or pass --quick-model",
                   file=sys.stderr)
             return 2
-
-        png, pixels, label = digit_png(args.data)
-        body = multipart("image", "digit.png", png)
-        content_type = f"multipart/form-data; boundary={BOUNDARY}"
-        ours_port, baseline_port = free_port(), free_port()
-        if args.api == "upload":
-            ours = Target("gunicorn", ours_port, "/api/predict", body, content_type)
-        else:
-            instances = json.dumps({"instances": [np.round(pixels / 255.0, 4).tolist()]}).encode()
-            ours = Target("gunicorn", ours_port, "/v1/models/mnist:predict", instances, "application/json")
-        baseline = Target("baseline", baseline_port, "/predict", body, content_type)
-
         env = dict(os.environ, MNIST_MODEL_DIR=str(model_directory), PYTHONUNBUFFERED="1")
-        if args.workers:
-            env["WEB_CONCURRENCY"] = str(args.workers)
-        if args.threads:
-            env["GUNICORN_THREADS"] = str(args.threads)
-        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
-                    "--bind", f"{LOOPBACK}:{ours_port}", "server:create_app()"]
-        if args.worker_class:
-            gunicorn[3:3] = ["--worker-class", args.worker_class]
-        baseline_command = [sys.executable, str(Path(__file__).resolve()), "--baseline-server",
-                            "--port", str(baseline_port), "--model-dir", str(published_model(version_dir))]
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        servers = make_servers(args, version_dir)
+        report = {"load_generator": args.load_generator, "startup": {}, "load": {}}
 
-        with server_process(gunicorn, env, ours_port, "/readyz", scratch / "gunicorn.log") as ours_process, \
-                (server_process(baseline_command, env, baseline_port, "/predict", scratch / "baseline.log")
-                 if not args.skip_baseline else _nothing()) as baseline_process:
-            targets = [ours] if args.skip_baseline else [baseline, ours]
-            pids = {"gunicorn": ours_process.pid, "baseline": baseline_process.pid if baseline_process else None}
-            for target in targets:  # warm up every worker (each loads its own model) before measuring anything
-                measure(target, 1, 5, 30)
-                measure(target, max(args.clients), 10 * max(args.clients), 2)
-                wait_until_idle(pids[target.name])
-            answer = json.loads(_post(ours, ours.body))["predictions"][0]
-            digit = answer["digit"] if args.api == "upload" else int(np.argmax(answer))
-            print(f"model {version_dir}; {ours.path}: test digit {label} -> {digit}; load from {args.load_generator}")
+        startup_servers = startup_commands(servers, model_directory)
+        startups: dict[str, list[tuple[float, float, list[float]]]] = {server.name: [] for server in startup_servers}
+        for run_number in range(args.startup_runs):
+            order = startup_servers if run_number % 2 == 0 else startup_servers[::-1]
+            for server in order:
+                startups[server.name].append(measure_startup(server, env, requests_for(args, server),
+                                                             scratch / f"{server.name}-startup.log"))
+        for name, runs in startups.items():
+            seconds = statistics.median(run[0] for run in runs)
+            cpu = statistics.median(run[1] for run in runs)
+            rss = statistics.median(max(run[2]) for run in runs)
+            report["startup"][name] = {"seconds": seconds, "cpu_seconds": cpu, "max_worker_rss_mib": rss,
+                                       "runs": [{"seconds": s, "cpu_seconds": c, "worker_rss_mib": r}
+                                                for s, c, r in runs]}
+            print(f"start-up {name:17s}: {seconds:5.2f} s to a loaded model in every process (runs: "
+                  f"{', '.join(f'{run[0]:.2f}' for run in runs)}), {cpu:5.2f} CPU s; RSS per worker {rss:4.0f} MiB "
+                  f"(largest worker, median of runs; all: {', '.join('/'.join(f'{v:.0f}' for v in run[2]) for run in runs)})",
+                  flush=True)
+        if not args.clients or not args.rounds:
+            return finish(args, report)
 
-            results: dict[tuple[str, int], list[Result]] = {}
+        with contextlib.ExitStack() as stack:
+            processes = {server.name: stack.enter_context(server_process(
+                server.command, env, port_of(server), server.ready_path, scratch / f"{server.name}.log", server.cwd))
+                for server in servers}
+            targets = {server.name: requests_for(args, server) for server in servers}
+            for server in servers:  # warm up every worker (each loads its own model) before measuring anything
+                for target in targets[server.name].values():
+                    measure(target, 1, 5, 30)
+                    measure(target, max(args.clients), 10 * max(args.clients), 2)
+                wait_until_idle(processes[server.name].pid)
+            results: dict[tuple[str, str, int], list[Result]] = {}
             for round_number in range(args.rounds):
                 for clients in args.clients:
-                    order = targets if round_number % 2 == 0 else targets[::-1]  # alternate who goes first
-                    for target in order:
-                        if args.load_generator == "wrk":
-                            result = measure_with_wrk(target, clients, args.seconds, scratch)
-                        else:
-                            result = measure(target, clients, args.max_requests, args.seconds)
-                        wait_until_idle(pids[target.name])
-                        results.setdefault((target.name, clients), []).append(result)
-                        print(f"round {round_number + 1} {target.name:8s} {clients:2d} clients: "
-                              f"{result.throughput:7.1f} req/s  p50 {result.p50_ms:6.1f} ms  "
-                              f"p99 {result.p99_ms:6.1f} ms  ({result.requests} ok, {result.errors} errors)",
-                              flush=True)
+                    for api in args.api:
+                        shift = (round_number + clients + len(api)) % len(servers)
+                        for server in servers[shift:] + servers[:shift]:  # rotate who goes first
+                            target = targets[server.name][api]
+                            if args.load_generator == "wrk":
+                                result = measure_with_wrk(target, clients, args.seconds, scratch)
+                            else:
+                                result = measure(target, clients, args.max_requests, args.seconds)
+                            wait_until_idle(processes[server.name].pid)
+                            results.setdefault((server.name, api, clients), []).append(result)
+                            print(f"round {round_number + 1} {api:9s} {server.name:8s} {clients:2d} clients: "
+                                  f"{result.throughput:7.1f} req/s  p50 {result.p50_ms:7.1f} ms  "
+                                  f"p99 {result.p99_ms:7.1f} ms  ({result.requests} ok, {result.errors} errors)",
+                                  flush=True)
+        print_load_table(args, servers, results, report)
+        return finish(args, report)
 
-        report = {"load_generator": args.load_generator, "clients": {}}
-        print("\nmedians over rounds" + ("" if args.skip_baseline else "; ratio = median of per-round ratios"))
-        print(f"{'clients':>7} | {'gunicorn req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | "
-              f"{'baseline req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | {'throughput x':>12}")
+
+def print_load_table(args, servers: list[Server], results: dict, report: dict) -> None:
+    names = [server.name for server in servers]
+    print("\nmedians over rounds; ratios: median of per-round ratios (simple / other)")
+    print(f"{'api':9s} {'clients':>7} | " + " | ".join(f"{name + ' req/s':>14} {'p50':>6} {'p99':>6}" for name in names)
+          + " | " + " ".join(f"{'x ' + name:>11}" for name in names[1:]))
+    for api in args.api:
         for clients in args.clients:
-            row = {"gunicorn": summary(results[("gunicorn", clients)])}
-            line = (f"{clients:>7} | {row['gunicorn']['throughput']:14.1f} {row['gunicorn']['p50_ms']:7.1f} "
-                    f"{row['gunicorn']['p99_ms']:7.1f} | ")
-            if not args.skip_baseline:
-                row["baseline"] = summary(results[("baseline", clients)])
-                ratios = [o.throughput / b.throughput for o, b in
-                          zip(results[("gunicorn", clients)], results[("baseline", clients)])]
-                row["throughput_ratio"] = statistics.median(ratios)
-                line += (f"{row['baseline']['throughput']:14.1f} {row['baseline']['p50_ms']:7.1f} "
-                         f"{row['baseline']['p99_ms']:7.1f} | {row['throughput_ratio']:11.1f}x")
-            print(line)
-            report["clients"][clients] = row
-        if args.json:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
+            row = {name: summary(results[(name, api, clients)]) for name in names}
+            for name in names[1:]:
+                row[f"simple_over_{name}"] = statistics.median(
+                    ours.throughput / theirs.throughput if theirs.throughput else float("inf")
+                    for ours, theirs in zip(results[("simple", api, clients)], results[(name, api, clients)]))
+            report["load"].setdefault(api, {})[clients] = row
+            print(f"{api:9s} {clients:>7} | "
+                  + " | ".join(f"{row[name]['throughput']:14.1f} {row[name]['p50_ms']:6.1f} {row[name]['p99_ms']:6.1f}"
+                               for name in names)
+                  + " | " + " ".join(f"{row[f'simple_over_{name}']:10.2f}x" for name in names[1:]))
+
+
+def finish(args, report: dict) -> int:
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
-
-
-def published_model(version_dir: Path) -> Path:
-    from common.layout import published_model_path
-
-    return published_model_path(version_dir)
-
-
-def _post(target: Target, body: bytes) -> bytes:
-    connection = http.client.HTTPConnection(LOOPBACK, target.port, timeout=30)
-    connection.request("POST", target.path, body=body, headers={"Content-Type": target.content_type})
-    return connection.getresponse().read()
-
-
-@contextmanager
-def _nothing():
-    yield None
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
         rounds/round-001/metrics.json         its accuracy on the 10k test set
         logs/round-001/worker-000/            TensorBoard logs
       models/mnist/<version>/model.h5         published models (versions 1, 2, ...), newest served
+      models/mnist/<version>/model.tflite     the same model converted to LiteRT at publish time (what the server runs)
       models/mnist/<version>/info.json        how the model was made and its accuracy
 """
 
@@ -53,6 +54,11 @@ def model_version_dir(volume: Path, version: int) -> Path:
 def published_model_path(version_dir: Path) -> Path:
     """The model file inside a published version directory."""
     return Path(version_dir) / "model.h5"
+
+
+def published_litert_path(version_dir: Path) -> Path:
+    """The LiteRT (TensorFlow Lite) conversion of the model, which the web demo serves."""
+    return Path(version_dir) / "model.tflite"
 
 
 def published_info_path(version_dir: Path) -> Path:

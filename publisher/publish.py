@@ -1,4 +1,5 @@
-"""Publishing: copy a run's model and its story (config, accuracy per round) into models/mnist/<version>/."""
+"""Publishing: copy a run's model, its LiteRT conversion and its story (config, accuracy per round) into
+models/mnist/<version>/."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from common.layout import (
     RunLayout,
     models_dir,
     published_info_path,
+    published_litert_path,
     published_model_path,
     published_versions,
 )
 from common.runconfig import load_config
 from evaluator.history import round_history
+from publisher.litert import write_litert
 
 
 def find_published(volume: Path, run_id: str, round_number: int) -> int | None:
@@ -69,6 +72,8 @@ def publish(layout: RunLayout, round_number: int, min_accuracy: float | None = N
     staging = Path(tempfile.mkdtemp(prefix=".publishing-", dir=directory))
     try:
         shutil.copyfile(model_path, published_model_path(staging))
+        # Converted here, once, so the server runs model.tflite without importing TensorFlow.
+        write_litert(published_model_path(staging), published_litert_path(staging))
         while True:
             versions = published_versions(directory)
             version = (max(versions) if versions else 0) + 1

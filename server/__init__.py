@@ -1,6 +1,7 @@
 """The web demo and prediction API: ``create_app()`` builds the Flask app; nothing happens at import time.
 
-Production: ``gunicorn -c server/gunicorn.conf.py "server:create_app()"``; locally: ``python -m server``.
+Production: ``gunicorn -c server/gunicorn.conf.py "server:create_app()"``; locally: ``python -m server``. The server
+imports Flask, numpy, Pillow, the LiteRT interpreter and prometheus-client, never TensorFlow (requirements-server.txt).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from flask import Flask, Request, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from common.layout import models_dir
 from server.json_provider import OrjsonProvider
@@ -24,20 +26,30 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = {
     "MODEL_DIR": str(models_dir(Path("volume"))),
     "RELOAD_INTERVAL": 1.0,  # seconds between looks for a newer published version
-    "INFERENCE_THREADS": 1,  # threads per model call (see model_store.TfliteModel)
+    "INFERENCE_THREADS": 1,  # threads per model call (see server/litert.py)
     "MODEL_WAIT_TIMEOUT": 30.0,  # a predict that arrives while the first model loads waits this long for it
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,  # a phone photo is 2-6 MB; bigger bodies get 413 before being read
     "MAX_IMAGE_PIXELS": MAX_PIXELS,  # decompression-bomb guard: refuse headers claiming more pixels than this
     "MAX_IMAGES": 64,  # images per /api/predict request
-    "MAX_INSTANCES": 1024,  # instances per TF-Serving predict request (28x28 floats are ~5 KB of JSON each)
+    "MAX_INSTANCES": 1024,  # images per TF-Serving or V2 request (28x28 floats are ~5 KB of JSON each)
 }
+
+
+def in_memory_stream(*args, **kwargs) -> io.BytesIO:
+    return io.BytesIO()
 
 
 class InMemoryRequest(Request):
     """A request whose uploaded files stay in memory: never spooled to disk (the body is capped in size)."""
 
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        return io.BytesIO()
+    def make_form_data_parser(self) -> FormDataParser:
+        return self.form_data_parser_class(
+            stream_factory=in_memory_stream,
+            max_form_memory_size=self.max_form_memory_size,
+            max_content_length=self.max_content_length,
+            max_form_parts=self.max_form_parts,
+            cls=self.parameter_storage_class,
+        )
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -61,11 +73,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["mnist_model_store"] = store
     app.extensions["mnist_metrics"] = metrics
 
-    from server import api, pages, probes, tfserving
+    from server import api, pages, probes, tfserving, v2
 
     app.register_blueprint(probes.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(tfserving.blueprint)
+    app.register_blueprint(v2.blueprint)
     app.register_blueprint(pages.blueprint)
     register_error_handlers(app)
     register_request_metrics(app, store, metrics)
@@ -83,7 +96,7 @@ def register_request_metrics(app: Flask, store: ModelStore, metrics: Metrics) ->
 
     @app.before_request
     def start_clock() -> None:
-        store.start()  # cheap after the first call; in gunicorn it runs in the worker, after the fork
+        store.start()  # cheap after the first call (gunicorn.conf.py starts it when a worker starts)
         g.started = time.perf_counter()
 
     @app.after_request

@@ -13,7 +13,8 @@ from common.layout import models_dir
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server",
-        description="Serve the newest published MNIST model: the web demo, the JSON API and TF-Serving REST.",
+        description="Serve the newest published MNIST model: the web demo, the JSON API, TF-Serving REST and "
+        "the Open Inference Protocol (V2).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir",
         type=Path,
         default=models_dir(Path("volume")),
-        help="published versions <dir>/<n>/model.h5 + info.json; the newest is served (default: %(default)s)",
+        help="published versions <dir>/<n>/model.tflite + info.json; the newest is served (default: %(default)s)",
     )
     return parser
 

@@ -9,6 +9,7 @@ import numpy as np
 from flask import Blueprint, abort, current_app, jsonify, request
 
 from common.data import to_model_input
+from server.json_provider import json_body
 from server.preprocess import BadImage, preprocess
 from server.probes import get_model, get_store
 
@@ -62,10 +63,7 @@ def uploaded_images() -> list[bytes]:
     elif not request.content_length and not content_type:
         images = []  # an empty POST: "no image" says more than "unsupported content type"
     elif request.is_json:
-        payload = request.get_json(silent=True)
-        if payload is None:
-            abort(400, description="the body is not valid JSON")
-        images = json_images(payload)
+        images = json_images(json_body(USAGE))
     elif content_type in IMAGE_CONTENT_TYPES:
         images = [request.get_data()]
     else:

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir",
         type=Path,
         default=models_dir(Path("volume")),
-        help="published versions <dir>/<n>/model.h5; the newest is used (default: %(default)s)",
+        help="published versions <dir>/<n>/model.tflite; the newest is used (default: %(default)s)",
     )
     parser.add_argument("--images", type=Path, required=True, help="folder of .png/.jpg/.jpeg images (not recursive)")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write: file,digit,confidence,error")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if version_dir is None:
         raise ValueError(f"--model-dir {args.model_dir}: no published model (expected <dir>/<n>/model.h5 and info.json)")
 
-    from server.model_store import load_version  # imports TensorFlow
+    from server.model_store import load_version
 
     model = load_version(version_dir)
     rows = label_files(model, paths)

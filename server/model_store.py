@@ -2,18 +2,15 @@
 
 Requests never touch the file system: a watcher thread looks at the models directory once per ``reload_interval``,
 loads a newer version completely (and runs it once) before swapping one reference. A request takes that reference
-once, so it is answered by one whole model, old or new, never a mixture. The Keras model is converted to LiteRT
-(TensorFlow Lite) for serving: for one image that is 0.23 ms instead of 0.84 ms with Keras's ``predict_on_batch``,
-with the same probabilities to 1e-6, and the interpreter releases the GIL while it computes, so a worker's other
-threads parse and preprocess meanwhile. TensorFlow is imported only in the watcher thread, so ``create_app`` and
-``/healthz`` stay fast.
+once, so it is answered by one whole model, old or new, never a mixture. The server runs the ``model.tflite`` that
+the publisher wrote with the LiteRT interpreter (server/litert.py): no TensorFlow in the server. For one image that
+is 0.23 ms instead of 0.84 ms with Keras's ``predict_on_batch``, and the interpreter releases the GIL while it
+computes, so a worker's other threads parse and preprocess meanwhile.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -24,7 +21,8 @@ import numpy as np
 
 from common.atomic import read_json
 from common.data import to_model_input
-from common.layout import newest_version_dir, published_info_path, published_model_path
+from common.layout import models_dir, newest_version_dir, published_info_path, published_litert_path
+from server.litert import LiteRtModel
 
 logger = logging.getLogger(__name__)
 
@@ -95,52 +93,16 @@ class LoadedModel:
             start += len(pending.images)
 
 
-class TfliteModel:
-    """A Keras model converted to LiteRT, with Keras's ``predict_on_batch``: float32 (n, 28, 28, 1) -> (n, 10)."""
-
-    def __init__(self, keras_model: Any, threads: int = 1):
-        """``threads`` per model call: one is fastest here, as the server's own threads keep the cores busy."""
-        import keras
-        import tensorflow as tf
-        from ai_edge_litert.interpreter import Interpreter
-
-        # The converter exports a SavedModel first, and Keras prints "Saved artifact at ..." to stdout unless its
-        # messages go to the log instead.
-        was_interactive = keras.config.is_interactive_logging_enabled()
-        keras.config.disable_interactive_logging()
-        try:
-            flatbuffer = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
-        finally:
-            if was_interactive:
-                keras.config.enable_interactive_logging()
-        self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self._batch_size = 0  # no tensors allocated yet
-
-    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch; not thread-safe (LoadedModel makes one call at a time)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if len(batch) != self._batch_size:  # re-planning the tensors costs ~10 us; the model call dominates
-            self._interpreter.resize_tensor_input(self._input, batch.shape)
-            self._interpreter.allocate_tensors()
-            self._batch_size = len(batch)
-        self._interpreter.set_tensor(self._input, batch)
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output)
-
-
 def load_version(version_dir: Path, inference_threads: int = 1) -> LoadedModel:
-    """Load one published version and run it once, so it answers its first request at full speed."""
-    # TensorFlow's native INFO and WARNING lines (the converter's SavedModel reader ...) tell an operator nothing;
-    # errors still show. Read when TensorFlow is first imported, which is just below.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from common.model import load_model  # imports Keras/TensorFlow: only here, off the request path
-
+    """Load one published version's ``model.tflite`` and run it once, so it answers its first request at full speed."""
     info = read_json(published_info_path(version_dir))
     if not isinstance(info, dict):
         raise ValueError(f"{published_info_path(version_dir)}: expected a JSON object")
-    model = TfliteModel(load_model(published_model_path(version_dir)), threads=inference_threads)
+    litert_path = published_litert_path(version_dir)
+    if not litert_path.is_file():
+        raise ValueError(f"it has no model.tflite (published before the publisher converted models); add it with "
+                         f"`python -m publisher.litert --volume {volume_of(version_dir)}`")
+    model = LiteRtModel.from_file(litert_path, threads=inference_threads)
     loaded = LoadedModel(version=int(version_dir.name), info=info, model=model)
     loaded.predict(to_model_input(np.zeros((1, 28, 28), dtype=np.uint8)))
     return loaded
@@ -168,24 +130,21 @@ class ModelStore:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._owner_pid: int | None = None
 
     def start(self) -> None:
-        """Start the watcher once per process (a thread does not survive gunicorn's fork, so check the pid)."""
-        if self._owner_pid == os.getpid() and self._thread is not None:
+        """Start the watcher thread (once; later calls return at once)."""
+        if self._thread is not None:
             return
         with self._changed:
-            if self._owner_pid == os.getpid() and self._thread is not None:
-                return
-            self._owner_pid = os.getpid()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+                self._thread.start()
 
     def stop(self) -> None:
         """Stop the watcher (tests; the process exiting also ends the daemon thread)."""
         self._stop.set()
-        if self._thread is not None and self._owner_pid == os.getpid():
+        if self._thread is not None:
             self._thread.join(timeout=10)
         self._thread = None
 
@@ -238,7 +197,6 @@ class ModelStore:
                 self.last_error = None
                 self._report(loaded.version, "ok")
                 logger.info("serving model version %d from %s", loaded.version, newest)
-                settle_heap()
         with self._changed:
             self._scanned = True
             self._changed.notify_all()
@@ -263,13 +221,10 @@ class ModelStore:
             self._stop.wait(self.reload_interval)
 
 
-def settle_heap() -> None:
-    """Collect what loading left behind, then exempt the survivors (TensorFlow's ~290,000 objects) from garbage
-    collection: a full collection over them stalls every request of the worker for ~140 ms (measured), and they
-    live as long as the process. Unfreezing first lets a replaced version's cycles be collected."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
+def volume_of(version_dir: Path) -> str:
+    """The volume that holds ``<volume>/models/mnist/<version>`` (for the conversion command in messages)."""
+    version_dir = Path(version_dir).absolute()
+    return str(version_dir.parents[2]) if models_dir(version_dir.parents[2]) == version_dir.parent else "VOLUME"
 
 
 def _mtime(path: Path) -> float:

@@ -1,5 +1,6 @@
-"""Train a small model in seconds and publish it like the pipeline does: for tests, benchmarks and trying the demo
-without running the federated pipeline first. The pipeline's publisher remains the real way to publish."""
+"""Train a small model in seconds and publish it like the pipeline does (model.h5, model.tflite, info.json): for
+tests, benchmarks and trying the demo without running the federated pipeline first. The pipeline's publisher remains
+the real way to publish. Needs TensorFlow (requirements.txt), unlike the server itself."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import numpy as np
 from common.atomic import write_json
 from common.cli import user_errors
 from common.data import load_mnist, to_model_input
-from common.layout import published_info_path, published_model_path
+from common.layout import published_info_path, published_litert_path, published_model_path
 
 
 def train_and_publish(models_dir: Path, data_path: Path, version: int, num_images: int = 15_000, seed: int = 0) -> Path:
     """Train ``build_model(seed)`` for one epoch on the first ``num_images`` training images (~97% accurate) and
     publish it as ``models_dir/<version>``; returns that directory."""
-    from common.model import build_model  # imports TensorFlow
+    try:
+        from common.model import build_model  # imports TensorFlow
+    except ImportError as error:  # the slim server image has no TensorFlow
+        raise ValueError(f"training needs TensorFlow (pip install -r requirements.txt): {error}") from None
+    from publisher.litert import write_litert
 
     mnist = load_mnist(data_path)
     model = build_model(seed=seed)
@@ -51,6 +56,7 @@ def train_and_publish(models_dir: Path, data_path: Path, version: int, num_image
     staging_dir = Path(models_dir) / f".{version}.staging"
     staging_dir.mkdir(parents=True, exist_ok=False)
     model.save(published_model_path(staging_dir))
+    write_litert(published_model_path(staging_dir), published_litert_path(staging_dir))
     write_json(published_info_path(staging_dir), info)
     staging_dir.rename(final_dir)
     return final_dir

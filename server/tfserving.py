@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify
 
 from common.layout import MODEL_NAME
+from server.json_provider import json_body
 from server.probes import get_model, get_store
+from server.tensors import model_batch, number_array
 
 blueprint = Blueprint("tfserving", __name__)
 MODEL_URL = f"/v1/models/{MODEL_NAME}"  # no url_prefix: Flask would put a "/" before ":predict"
-
-INSTANCE_SHAPES = ((28, 28), (28, 28, 1), (784,))
+USAGE = 'expected a JSON body like {"instances": [[28x28 numbers in [0, 1]], ...]}'
 
 
 @blueprint.get(MODEL_URL)
@@ -36,9 +37,7 @@ def model_status():
 @blueprint.post(f"{MODEL_URL}:predict")
 def predict():
     """Probabilities of the ten digits for each instance, in TF Serving's request and response shapes."""
-    payload = request.get_json(silent=True)
-    if payload is None:
-        abort(400, description='expected a JSON body like {"instances": [[28x28 numbers in [0, 1]], ...]}')
+    payload = json_body(USAGE)
     if not isinstance(payload, dict) or len({"instances", "inputs"} & payload.keys()) != 1:
         abort(400, description='the JSON object must have exactly one of "instances" or "inputs"')
     signature = payload.get("signature_name", "serving_default")
@@ -53,19 +52,9 @@ def predict():
 
 
 def to_images(instances, key: str, limit: int) -> np.ndarray:
-    """A JSON list of instances -> the model's input, float32 (n, 28, 28, 1) in [0, 1]; 400 if malformed."""
+    """A JSON list of instances -> the model's input, float32 (n, 28, 28, 1) in [0, 1]; 4xx if malformed."""
     if not isinstance(instances, list) or not instances:
         abort(400, description=f'"{key}" must be a non-empty list of images')
-    if len(instances) > limit:
+    if len(instances) > limit:  # before numpy sees them: a cheap refusal
         abort(413, description=f"too many instances ({len(instances)}); at most {limit} per request")
-    try:
-        array = np.asarray(instances)
-    except (ValueError, TypeError, OverflowError):
-        array = None  # ragged lists (images of different shapes)
-    if array is None or array.dtype.kind not in "iuf":  # strings, null, true/false, objects, too-big integers
-        abort(400, description=f'"{key}" must hold numbers only, every image with the same shape: 28x28, 28x28x1 or 784')
-    if array.shape[1:] not in INSTANCE_SHAPES:
-        abort(400, description=f"each instance must be 28x28, 28x28x1 or 784 numbers; got shape {list(array.shape[1:])}")
-    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-        abort(400, description="pixel values must be numbers in [0, 1] (0 = background, 1 = ink)")
-    return array.reshape(-1, 28, 28, 1).astype(np.float32)
+    return model_batch(number_array(instances, f'"{key}"'), f'"{key}"', limit)

@@ -217,22 +217,43 @@ def test_image_bakes_mnist_where_the_manifests_read_it():
 
 
 def test_image_runs_as_the_numeric_user_of_the_manifests():
-    (user,) = re.findall(r"^USER\s+(\S+)", dockerfile(), flags=re.MULTILINE)
-    assert user.split(":")[0] == str(IMAGE_USER)
+    users = re.findall(r"^USER\s+(\S+)", dockerfile(), flags=re.MULTILINE)  # one per stage (server, pipeline)
+    assert users and {user.split(":")[0] for user in users} == {str(IMAGE_USER)}
 
 
-def test_gpu_variant_keeps_the_base_images_tensorflow():
-    """On a TensorFlow base image the requirements' tensorflow-cpu line is filtered out before pip runs."""
+def image_requirements(tensorflow: str) -> list[str]:
+    """The requirement lines the pipeline stage installs for its TENSORFLOW build argument (the sed of the Dockerfile)."""
+    (sed,) = re.findall(r'sed "s/\^tensorflow-cpu==/\$\{TENSORFLOW\}==/" requirements.txt', dockerfile())
+    assert sed
+    lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    return [re.sub(r"^tensorflow-cpu==", f"{tensorflow}==", line) for line in lines]
+
+
+def test_gpu_image_installs_tensorflow_and_cuda_at_the_pinned_version():
+    """TensorFlow's documented pip route on the same slim base: tensorflow[and-cuda], the version of the CPU pin."""
     text = dockerfile()
-    assert re.search(r"^ARG BASE_IMAGE=python:3\.11", text, flags=re.MULTILINE)
-    assert 'import tensorflow' in text and "tensorflow-cpu" in text
-    assert "tensorflow/tensorflow:2.21.0-gpu" in text
+    assert re.search(r"^ARG TENSORFLOW=tensorflow-cpu$", text, flags=re.MULTILINE)
+    assert "--build-arg TENSORFLOW='tensorflow[and-cuda]'" in text
+    assert set(re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)) == {"python:3.11-slim-bookworm"}
+    (cpu,) = [line for line in image_requirements("tensorflow-cpu") if line.startswith("tensorflow")]
+    (gpu,) = [line for line in image_requirements("tensorflow[and-cuda]") if line.startswith("tensorflow")]
+    version = cpu.split("#")[0].strip().removeprefix("tensorflow-cpu==")
+    assert gpu.split("#")[0].strip() == f"tensorflow[and-cuda]=={version}"
+
+
+def test_images_install_no_test_tools():
+    """Tests, validation and benchmarks live in requirements-dev.txt, which no image installs."""
+    runtime = (REPO_ROOT / "requirements.txt").read_text() + (REPO_ROOT / "requirements-server.txt").read_text()
+    for tool in ("pytest", "playwright", "kubernetes-validate", "hera", "jsonschema"):
+        assert not re.search(rf"^{tool}==", runtime, flags=re.MULTILINE), tool
+    assert "requirements-dev.txt" not in dockerfile()
 
 
 def test_dockerignore_keeps_every_package_the_manifests_run():
     ignored = {line.strip().rstrip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
-    needed = {"common", "dataset", "trainer", "splitter", "aggregator", "evaluator", "publisher", "server", "requirements.txt"}
+    needed = {"common", "dataset", "trainer", "splitter", "aggregator", "evaluator", "publisher", "server", "requirements.txt",
+              "requirements-server.txt"}
     assert not needed & ignored
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,24 @@ def app(models_dir):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
+    """Poll ``condition`` until it returns something truthy (the model loads in a background thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
+
+
+@pytest.fixture
+def ready_client(client):
+    """A client whose app has loaded version 1."""
+    wait_for(lambda: client.get("/readyz").status_code == 200)
+    return client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,25 +13,7 @@ from PIL import Image
 
 from server import create_app
 
-from conftest import make_app, publish
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
-    """Poll ``condition`` until it returns something truthy (the model loads in a background thread)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {condition}")
-
-
-@pytest.fixture
-def ready_client(client):
-    """A client whose app has loaded version 1."""
-    wait_for(lambda: client.get("/readyz").status_code == 200)
-    return client
+from conftest import make_app, publish, wait_for
 
 
 # ---- probes ----
@@ -65,6 +46,9 @@ def test_without_a_model_predictions_are_503_with_a_reason(empty_app, png, mnist
         client.post("/v1/models/mnist:predict", json={"instances": [[0.0] * 784]}),
         client.get("/v1/models/mnist"),
         client.get("/api/model"),
+        client.post("/v2/models/mnist/infer",
+                    json={"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}),
+        client.get("/v2/models/mnist"),
     ):
         assert response.status_code == 503
         assert "no model published yet" in response.json["error"]
@@ -315,7 +299,7 @@ def test_numbers_too_big_for_a_float_are_refused(ready_client):
     )
 
     assert response.status_code == 400
-    assert "numbers only" in response.json["error"]
+    assert "not valid JSON (number is infinity" in response.json["error"]
 
 
 def test_nan_pixels_are_refused(ready_client):
@@ -370,12 +354,22 @@ def test_a_newer_version_is_served_without_a_restart_or_a_failed_request(app, cl
     assert "mnist_model_version 2.0" in client.get("/metrics").get_data(as_text=True)
 
 
-def test_a_broken_new_version_keeps_the_old_one_serving(app, client, models_dir):
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        ({"model.tflite": b"not a LiteRT model"}, "not a valid Flatbuffer"),
+        ({}, "no model.tflite"),  # published before the publisher converted: the conversion command is in the reason
+    ],
+    ids=["corrupt-tflite", "no-tflite"],
+)
+def test_a_broken_new_version_keeps_the_old_one_serving(app, client, models_dir, files, reason):
     wait_for(lambda: client.get("/readyz").status_code == 200)
     broken = models_dir / ".3.incoming"
     broken.mkdir()
     (broken / "model.h5").write_bytes(b"not an h5 file")
     (broken / "info.json").write_text("{}")
+    for name, content in files.items():
+        (broken / name).write_bytes(content)
     broken.rename(models_dir / "3")
 
     store = app.extensions["mnist_model_store"]
@@ -383,7 +377,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(app, client, models_dir)
 
     assert client.get("/readyz").json["model_version"] == 1
     assert client.post("/v1/models/mnist:predict", json={"instances": [[0.0] * 784]}).status_code == 200
-    assert "version 3 could not be loaded" in store.last_error
+    assert "version 3 could not be loaded" in store.last_error and reason in store.last_error
 
 
 def test_create_app_reads_the_model_dir_from_the_environment(monkeypatch, tmp_path):

@@ -1,4 +1,5 @@
-"""The production server: gunicorn with server/gunicorn.conf.py, two workers, on a free loopback port."""
+"""The production server: gunicorn with server/gunicorn.conf.py (stock gthread worker), two workers, on a free
+loopback port."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def gunicorn_url(tmp_path_factory, trained_versions):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
             time.sleep(0.2)
-        yield url, models_dir, trained_versions
+        yield url, models_dir, trained_versions, log
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -64,7 +65,7 @@ def gunicorn_url(tmp_path_factory, trained_versions):
 
 
 def test_gunicorn_is_live_before_a_model_and_ready_after_one_is_published(gunicorn_url, mnist_test_set):
-    url, models_dir, trained_versions = gunicorn_url
+    url, models_dir, trained_versions, _ = gunicorn_url
     assert get(f"{url}/readyz")[0] == 503
 
     publish(trained_versions, models_dir, 1)
@@ -81,10 +82,25 @@ def test_gunicorn_is_live_before_a_model_and_ready_after_one_is_published(gunico
         with urllib.request.urlopen(request, timeout=30) as response:
             predictions = json.loads(response.read())["predictions"]
         assert [max(range(10), key=row.__getitem__) for row in predictions][:3] == list(mnist_test_set[1][:3])
+    v2_request = {"inputs": [{"name": "input", "shape": [4, 28, 28], "datatype": "FP32", "data": instances}]}
+    request = urllib.request.Request(f"{url}/v2/models/mnist/infer", data=json.dumps(v2_request).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        (output,) = json.loads(response.read())["outputs"]
+    assert output["shape"] == [4, 10]
+    rows = [output["data"][10 * n : 10 * n + 10] for n in range(4)]
+    assert [max(range(10), key=row.__getitem__) for row in rows][:3] == list(mnist_test_set[1][:3])
+
+
+def test_gunicorn_runs_its_stock_gthread_worker(gunicorn_url):
+    url, _, _, log = gunicorn_url
+
+    assert get(f"{url}/v2/health/live") == (200, b'{"live":true}\n')
+    assert "Using worker: gthread" in log.read_text()
 
 
 def test_metrics_add_up_all_workers(gunicorn_url):
-    url, _, _ = gunicorn_url
+    url, _, _, _ = gunicorn_url
     for _ in range(20):
         get(f"{url}/healthz")
 
