@@ -87,10 +87,12 @@ def initialize_in_pool(volume: str, run_id: str, config: RunConfig) -> str:
 
 
 def evaluate_in_pool(model_path: str, data: str) -> dict:
-    """Pool task: the accuracy test of one model file."""
+    """Pool task: the accuracy test of one model file, in this process's kept model if it has one."""
     from evaluator.evaluate import evaluate
 
-    return evaluate(Path(model_path), Path(data))
+    # Safe to overwrite its weights: the trainer sets its model's weights at the start of every client.
+    kept_model = _worker_state.client_trainer.model if _worker_state.client_trainer else None
+    return evaluate(Path(model_path), Path(data), kept_model)
 
 
 def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epochs: int, batch_size: int, seed: int) -> dict:
