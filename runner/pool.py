@@ -22,6 +22,7 @@ from common.runconfig import RunConfig
 
 # Linux's prctl option that delivers a signal to a process when its parent dies.
 PR_SET_PDEATHSIG = 1
+WORKER_MEMORY_GROWTH_ALLOWED = 16 << 30  # bytes
 
 
 class WorkerState:
@@ -138,4 +139,7 @@ def make_worker_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
         context=get_context("loky"),
         initializer=start_worker_process,
         initargs=(os.getpid(), threads_per_process(parallelism), progress_queue),
+        # loky restarts a worker whose memory grew 300 MB past its size after the first task, taking it for a
+        # leak; ours grow on purpose (the kept model, the test set) and a restart would throw that away.
+        env={"LOKY_MAX_MEMORY_LEAK_SIZE": str(WORKER_MEMORY_GROWTH_ALLOWED)},
     )
