@@ -46,3 +46,5 @@ bench: setup
 	$(BIN)/python -m bench.local_vs_central
 	$(BIN)/python -m bench.aggregator_memory
 	$(BIN)/python -m bench.model_choice
+	$(BIN)/python -m bench.client_overhead
+	$(BIN)/python -m bench.flower_ab

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aggregator.fedavg import FedAvgAccumulator, check_num_examples
-from aggregator.h5weights import (
+from common.modelfile import (
     open_model_file,
     read_metadata,
     read_model_config,

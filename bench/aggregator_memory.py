@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from aggregator.h5weights import sha256_of_file
+from common.modelfile import sha256_of_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = "bench"
@@ -30,7 +30,7 @@ RUN_ID = "bench"
 def make_template_model(path: Path) -> None:
     """One real model file, made by a subprocess so this script never imports TensorFlow."""
     code = (
-        "import sys; from common.model import build_model; from trainer.train import save_model_with_metadata; "
+        "import sys; from common.model import build_model; from common.modelfile import save_model_with_metadata; "
         "save_model_with_metadata(build_model(seed=0), __import__('pathlib').Path(sys.argv[1]), {'run_id': 'bench', 'round': 0})"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO_ROOT, check=True,

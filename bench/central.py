@@ -21,18 +21,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs-per-round", type=int, default=1, help="epochs at each round's learning rate")
     args = parser.parse_args(argv)
     started = time.monotonic()
     import keras
 
     from common.data import load_mnist, to_model_input
-    from common.model import build_model
+    from common.model import build_model, learning_rate_for_round
     from evaluator.metrics import classification_metrics
 
     mnist = load_mnist(args.data)
     model = build_model(seed=args.seed)
     keras.utils.set_random_seed(args.seed)
-    model.fit(to_model_input(mnist.x_train), mnist.y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    # The federated schedule: the learning rate of round k for that round's epochs.
+    schedule = keras.callbacks.LearningRateScheduler(
+        lambda epoch: learning_rate_for_round(epoch // args.epochs_per_round + 1)
+    )
+    model.fit(to_model_input(mnist.x_train), mnist.y_train, batch_size=args.batch_size, epochs=args.epochs,
+              verbose=0, callbacks=[schedule])
     probabilities = model.predict(to_model_input(mnist.x_test), batch_size=1000, verbose=0)
     metrics = classification_metrics(probabilities, mnist.y_test)
     print(json.dumps({"accuracy": metrics["accuracy"], "seconds": time.monotonic() - started}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,3 +63,30 @@ def load_config(path: Path) -> RunConfig:
         return RunConfig(**payload)
     except TypeError as error:
         raise ValueError(f"{path}: not a run configuration ({error})") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that make up a RunConfig, shared by this command and the local runner."""
+    defaults = RunConfig()
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="number of trainers (shards)")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="federated rounds")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="local epochs per round")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per gradient step")
+    parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=defaults.split, help="how to shard the data")
+    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="Dirichlet concentration (split=dirichlet)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initial model, the split and training")
+    parser.add_argument("--start-model", type=Path, help="continue training this .h5 model instead of a fresh one")
+
+
+def config_from_arguments(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the parsed flags describe."""
+    return RunConfig(
+        workers=args.workers,
+        rounds=args.rounds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        split=args.split,
+        alpha=args.alpha,
+        seed=args.seed,
+        start_model=str(args.start_model.resolve()) if args.start_model else None,
+    )

@@ -15,41 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from common.atomic import atomic_path, write_json
 from common.cli import user_errors
-from common.data import load_test_set, to_model_input
 from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
+from evaluator.evaluate import evaluate
 from evaluator.history import round_history
-from evaluator.metrics import classification_metrics
-
-PREDICTION_BATCH_SIZE = 1000
-
-
-def predict_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
-    """Softmax outputs of the model at ``model_path`` for uint8 images, in batches."""
-    if not Path(model_path).is_file():
-        raise ValueError(f"{model_path}: model file not found")
-    from common.model import load_model
-
-    try:
-        model = load_model(model_path)
-    except Exception as error:  # Keras raises many types for a file it cannot read
-        raise ValueError(f"{model_path}: not a loadable Keras model ({error})") from None
-    inputs = to_model_input(images)
-    batches = [
-        np.asarray(model.predict_on_batch(inputs[start : start + PREDICTION_BATCH_SIZE]))
-        for start in range(0, len(inputs), PREDICTION_BATCH_SIZE)
-    ]
-    return np.concatenate(batches)
-
-
-def evaluate(model_path: Path, data: Path) -> dict:
-    """The accuracy-test metrics of one model file on the MNIST test set."""
-    images, labels = load_test_set(data)
-    metrics = classification_metrics(predict_probabilities(model_path, images), labels)
-    return {"model": str(model_path), **metrics}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,9 @@ from rich.console import Console  # noqa: E402
 
 from common.cli import user_errors  # noqa: E402
 from common.layout import check_run_id, data_path  # noqa: E402
+from common.runconfig import add_config_arguments, config_from_arguments  # noqa: E402
 from publisher.publish import AccuracyTooLow  # noqa: E402
 from runner.run import RunOptions, TrainerDied, default_run_id, print_summary, run_pipeline  # noqa: E402
-from trainer.init import add_config_arguments, config_from_arguments  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,19 +1,41 @@
-"""Long-lived trainer processes: each imports TensorFlow once and then trains any (round, worker) it is given."""
+"""Long-lived worker processes: each imports Keras once, keeps its compiled model, and runs any task it is given.
+
+The runner itself never imports TensorFlow: training, the initial model and the accuracy test all run here.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import ctypes
 import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-# Set in each pool process by ``start_trainer_process``.
-_progress_queue = None
+from loky import ProcessPoolExecutor
+from loky.backend.context import get_context
+
+from common.layout import RunLayout
+from common.runconfig import RunConfig
+
+# Linux's prctl option that delivers a signal to a process when its parent dies.
+PR_SET_PDEATHSIG = 1
+WORKER_MEMORY_GROWTH_ALLOWED = 16 << 30  # bytes
+
+
+class WorkerState:
+    """What one pool process keeps between tasks: where to report progress and its ClientTrainer."""
+
+    def __init__(self, progress_queue) -> None:
+        self.progress_queue = progress_queue
+        self.client_trainer = None
+
+
+# One per pool process, set by ``start_worker_process``: the pool's tasks are plain functions, and this is
+# the state that outlives a task (the point of long-lived workers).
+_worker_state: WorkerState | None = None
 
 
 @contextlib.contextmanager
@@ -30,56 +52,94 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(saved_stderr)
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and run one operation (its notices come at both moments) without the noise."""
-    with quiet_native_stderr():
-        import tensorflow as tf
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill this process when the runner dies, even by ``kill -9`` (no orphans holding memory)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the runner died before the request took effect
+        os._exit(1)
 
-        tf.constant(0)
 
-
-def start_trainer_process(num_threads: int, progress_queue) -> None:
-    """Pool initializer: quiet TF logs, cap threads, import TF now so the first task does not pay for it."""
-    global _progress_queue
-    _progress_queue = progress_queue
+def start_worker_process(parent_pid: int, num_threads: int, progress_queue) -> None:
+    """Pool initializer: die with the runner, quiet logs, cap threads, import Keras now (once per process)."""
+    global _worker_state
+    die_with_parent(parent_pid)
     # Ctrl-C goes to the whole process group; only the runner decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
-        from trainer.train import configure_threads
+        from common.backend import configure_backend
 
-        configure_threads(num_threads)
-    import_tensorflow_quietly()  # its start-up cost is paid here, once per process
+        configure_backend(num_threads)
+        import keras
+
+        keras.ops.zeros(1)  # the backend's start-up notices come with its first operation
+    _worker_state = WorkerState(progress_queue)
+
+
+def initialize_in_pool(volume: str, run_id: str, config: RunConfig) -> str:
+    """Pool task: write the run's configuration and initial model."""
+    from trainer.initial import initialize_run
+
+    return str(initialize_run(RunLayout(Path(volume), run_id), config))
+
+
+def evaluate_in_pool(model_path: str, data: str) -> dict:
+    """Pool task: the accuracy test of one model file, in this process's kept model if it has one."""
+    from evaluator.evaluate import evaluate
+
+    # Safe to overwrite its weights: the trainer sets its model's weights at the start of every client.
+    kept_model = _worker_state.client_trainer.model if _worker_state.client_trainer else None
+    return evaluate(Path(model_path), Path(data), kept_model)
 
 
 def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epochs: int, batch_size: int, seed: int) -> dict:
-    """Pool task: train one client and report batch progress to the runner."""
-    from common.layout import RunLayout
-    from trainer.train import train_client
+    """Pool task: train one client with this process's trainer and report batch progress to the runner."""
+    from trainer.train import ClientTrainer
 
+    state = _worker_state
+    if state.client_trainer is None:
+        state.client_trainer = ClientTrainer()
     last_report = 0.0
 
     def report(done: int, total: int) -> None:
         nonlocal last_report
         now = time.monotonic()
-        if _progress_queue is not None and (done in (0, total) or now - last_report > 0.2):
-            _progress_queue.put((worker, done, total))
+        if done in (0, total) or now - last_report > 0.2:
+            state.progress_queue.put((worker, done, total))
             last_report = now
 
-    return train_client(RunLayout(Path(volume), run_id), round_number, worker, epochs, batch_size, seed, progress=report)
+    layout = RunLayout(Path(volume), run_id)
+    return state.client_trainer.train(layout, round_number, worker, epochs, batch_size, seed, progress=report)
 
 
-def make_trainer_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
-    """A pool of ``parallelism`` trainer processes sharing the machine's cores between them."""
+def threads_per_process(parallelism: int) -> int:
+    """Twice a fair share of the cores, so trainers still running use the cores idle ones leave."""
     cores = os.cpu_count() or 1
-    # Twice a fair share of the cores: when fewer trainers than processes are left (the 3rd of 3 workers on
-    # 2 processes), the ones still running use the idle cores; while all run, two threads per core cost little.
+    # When fewer trainers than processes are left (the 3rd of 3 workers on 2 processes), the ones still
+    # running use the idle cores; while all run, two threads per core cost little.
     # Measured on 2 cores, 3 workers, 2 rounds: 67-71 s with 2 threads per process, 79-81 s with 1.
-    threads_per_process = min(cores, 2 * max(1, cores // parallelism))
+    return min(cores, 2 * max(1, cores // parallelism))
+
+
+def make_progress_queue():
+    """A queue the pool's processes can write progress to (made in the pool's own process context)."""
+    return get_context("loky").Queue()
+
+
+def make_worker_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
+    """A pool of ``parallelism`` worker processes sharing the machine's cores between them."""
     return ProcessPoolExecutor(
         max_workers=parallelism,
-        # spawn, not fork: forking a process that has already imported TensorFlow is unsafe.
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=start_trainer_process,
-        initargs=(threads_per_process, progress_queue),
+        # loky starts fresh interpreters (never forks a process that has imported TensorFlow), notices a
+        # dead worker (BrokenProcessPool), and can kill its workers through its public API.
+        context=get_context("loky"),
+        initializer=start_worker_process,
+        initargs=(os.getpid(), threads_per_process(parallelism), progress_queue),
+        # loky restarts a worker whose memory grew 300 MB past its size after the first task, taking it for a
+        # leak; ours grow on purpose (the kept model, the test set) and a restart would throw that away.
+        env={"LOKY_MAX_MEMORY_LEAK_SIZE": str(WORKER_MEMORY_GROWTH_ALLOWED)},
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import queue
 import threading
 import time
@@ -22,15 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aggregator.aggregate import aggregate_round
-from aggregator.h5weights import open_model_file, read_metadata, sha256_of_file
 from common.atomic import read_json, write_json
 from common.layout import RunLayout, model_version_dir
-from common.runconfig import RunConfig
-from evaluator.__main__ import evaluate
+from common.modelfile import read_file_metadata, sha256_of_file
+from common.runconfig import RunConfig, save_config
 from publisher.publish import publish
-from runner.pool import import_tensorflow_quietly, make_trainer_pool, train_in_pool
-from splitter.__main__ import write_shards
-from trainer.init import initialize_run
+from runner.pool import evaluate_in_pool, initialize_in_pool, make_progress_queue, make_worker_pool, train_in_pool
+from splitter.split import write_shards
 
 
 class TrainerDied(RuntimeError):
@@ -59,8 +56,7 @@ def client_is_done(layout: RunLayout, round_number: int, worker: int, start_sha2
     if not path.is_file():
         return False
     try:
-        with open_model_file(path) as handle:
-            metadata = read_metadata(handle)
+        metadata = read_file_metadata(path)
     except ValueError:
         return False
     return (
@@ -76,8 +72,13 @@ def remove_abandoned_temporaries(layout: RunLayout) -> None:
         temporary.unlink(missing_ok=True)
 
 
+# More bars than fit a terminal cost the runner CPU the trainers need (rich redraws every bar ten times a
+# second: measured 43 ms per redraw for 100 bars, 520 ms for 1000); beyond this, one bar counts clients.
+MAX_WORKER_BARS = 8
+
+
 class LiveProgress:
-    """Rich progress bars: one for the rounds, one per worker for its batches; fed from the trainers' queue."""
+    """Rich progress bars: rounds, then each worker's batches (or, for many workers, clients done this round)."""
 
     def __init__(self, console: Console, config: RunConfig, progress_queue) -> None:
         self.progress = Progress(
@@ -88,9 +89,14 @@ class LiveProgress:
             console=console,
         )
         self.rounds_task = self.progress.add_task("rounds", total=config.rounds)
-        self.worker_tasks = [
-            self.progress.add_task(f"worker {worker}", total=None) for worker in range(config.workers)
-        ]
+        self.per_worker = config.workers <= MAX_WORKER_BARS
+        if self.per_worker:
+            self.worker_tasks = [
+                self.progress.add_task(f"worker {worker}", total=None) for worker in range(config.workers)
+            ]
+        else:
+            self.clients_task = self.progress.add_task("clients", total=config.workers)
+        self.workers = config.workers
         self.queue = progress_queue
         self.stopping = threading.Event()
         self.listener = threading.Thread(target=self.listen, daemon=True)
@@ -113,16 +119,34 @@ class LiveProgress:
                 continue
             except (EOFError, OSError):
                 return
-            self.progress.update(self.worker_tasks[worker], completed=done, total=total)
+            if self.per_worker:
+                self.progress.update(self.worker_tasks[worker], completed=done, total=total)
+            elif done == total:  # each client reports its last batch exactly once
+                self.progress.advance(self.clients_task)
 
     def start_round(self, round_number: int, pending_workers: list[int]) -> None:
         self.progress.update(self.rounds_task, description=f"round {round_number}")
+        if not self.per_worker:
+            self.progress.update(self.clients_task, completed=self.workers - len(pending_workers))
+            return
+        pending = set(pending_workers)
         for worker, task in enumerate(self.worker_tasks):
-            done = worker not in pending_workers
+            done = worker not in pending
             self.progress.update(task, completed=1 if done else 0, total=1 if done else None)
 
     def finish_round(self, round_number: int) -> None:
         self.progress.update(self.rounds_task, completed=round_number)
+
+
+def pool_results(futures: list, what: str) -> list:
+    """The futures' results in order; raise TrainerDied if a worker process died meanwhile."""
+    wait(futures, return_when=FIRST_EXCEPTION)
+    try:
+        return [future.result() for future in futures]
+    except BrokenProcessPool:
+        raise TrainerDied(
+            f"a trainer process died during {what}; finished work is kept, run the same command again to resume"
+        ) from None
 
 
 def train_round(pool, layout: RunLayout, config: RunConfig, round_number: int, workers: list[int]) -> list[dict]:
@@ -134,28 +158,11 @@ def train_round(pool, layout: RunLayout, config: RunConfig, round_number: int, w
         )
         for worker in workers
     ]
-    wait(futures, return_when=FIRST_EXCEPTION)
-    try:
-        return [future.result() for future in futures]
-    except BrokenProcessPool:
-        raise TrainerDied(
-            f"a trainer process died during round {round_number}; finished work is kept, "
-            "run the same command again to resume"
-        ) from None
+    return pool_results(futures, f"round {round_number}")
 
 
-def stop_pool(pool) -> None:
-    """Stop the trainer processes now: after an interrupt, a half-trained client is redone on resume anyway."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(timeout=5)
-
-
-class TrainerPool:
-    """Starts the trainer processes on first use only, so a resumed run with nothing to train starts none."""
+class WorkerPool:
+    """Starts the worker processes on first use only, so a resumed run with nothing left to do starts none."""
 
     def __init__(self, parallelism: int, progress_queue) -> None:
         self.parallelism = parallelism
@@ -164,16 +171,21 @@ class TrainerPool:
 
     def get(self):
         if self.pool is None:
-            self.pool = make_trainer_pool(self.parallelism, self.progress_queue)
+            self.pool = make_worker_pool(self.parallelism, self.progress_queue)
         return self.pool
 
+    def run(self, what: str, function, *arguments):
+        """Run one task in a worker process and return its result."""
+        return pool_results([self.get().submit(function, *arguments)], what)[0]
+
     def close(self) -> None:
+        """Stop the workers now: after an interrupt, a half-trained client is redone on resume anyway."""
         if self.pool is not None:
-            stop_pool(self.pool)
+            self.pool.shutdown(wait=True, kill_workers=True)
 
 
 def complete_round(
-    layout: RunLayout, config: RunConfig, round_number: int, data: Path, trainers: TrainerPool, live: LiveProgress
+    layout: RunLayout, config: RunConfig, round_number: int, data: Path, workers: WorkerPool, live: LiveProgress
 ) -> dict:
     """Train, aggregate and evaluate one round, skipping whatever an earlier attempt finished; returns its metrics."""
     seconds = {"train": 0.0, "aggregate": 0.0, "evaluate": 0.0}
@@ -186,13 +198,14 @@ def complete_round(
         ]
         live.start_round(round_number, pending)
         if pending:
-            train_round(trainers.get(), layout, config, round_number, pending)
+            train_round(workers.get(), layout, config, round_number, pending)
         seconds["train"] = time.monotonic() - started
         started = time.monotonic()
         aggregate_round(layout, round_number, config.workers)
         seconds["aggregate"] = time.monotonic() - started
     started = time.monotonic()
-    metrics = evaluate(layout.global_model_path(round_number), data)
+    model_path = layout.global_model_path(round_number)
+    metrics = workers.run(f"the accuracy test of round {round_number}", evaluate_in_pool, str(model_path), str(data))
     seconds["evaluate"] = time.monotonic() - started
     metrics = {**metrics, "round": round_number, "seconds": seconds}
     write_json(layout.metrics_path(round_number), metrics)
@@ -204,21 +217,22 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
     started = time.monotonic()
     layout = RunLayout(options.volume, run_id)
     console.print(f"[bold]run[/bold] {run_id} in {layout.run_dir}")
-    import_tensorflow_quietly()
-    initialize_run(layout, config)
-    write_shards(layout, options.data, config.workers, config.split, config.alpha, config.seed)
-    remove_abandoned_temporaries(layout)
+    progress_queue = make_progress_queue()
+    workers = WorkerPool(min(options.parallelism, config.workers), progress_queue)
     history = []
-    progress_queue = multiprocessing.get_context("spawn").Queue()
-    trainers = TrainerPool(min(options.parallelism, config.workers), progress_queue)
     try:
+        save_config(layout.config_path, config)  # a resumed run must have the same configuration
+        if not layout.global_model_path(0).is_file():
+            workers.run("the initial model", initialize_in_pool, str(options.volume), run_id, config)
+        write_shards(layout, options.data, config.workers, config.split, config.alpha, config.seed)
+        remove_abandoned_temporaries(layout)
         with LiveProgress(console, config, progress_queue) as live:
             for round_number in range(1, config.rounds + 1):
                 done_before = layout.metrics_path(round_number).is_file()
                 if done_before:
                     metrics = read_json(layout.metrics_path(round_number))
                 else:
-                    metrics = complete_round(layout, config, round_number, options.data, trainers, live)
+                    metrics = complete_round(layout, config, round_number, options.data, workers, live)
                 phases = metrics.get("seconds", {})
                 history.append({
                     "round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
@@ -231,7 +245,7 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
                     f"loss {metrics['loss']:.4f} ({timing}){' (done before)' if done_before else ''}"
                 )
     finally:
-        trainers.close()
+        workers.close()
     version, is_new = publish(layout, config.rounds, options.min_accuracy)
     return {
         "run_id": run_id,

@@ -6,24 +6,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.backend import configure_backend
 from common.cli import user_errors
 from common.layout import RunLayout
-from trainer.train import argo_progress_writer, train_client
+from common.runconfig import RunConfig
+from trainer.train import ClientTrainer, argo_progress_writer
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = RunConfig()
     parser = argparse.ArgumentParser(
         prog="python -m trainer",
         description="Train one worker's shard for one round, starting from the previous round's global model. "
-        "Uses a GPU when TensorFlow sees one.",
+        "Uses a GPU when the Keras backend (KERAS_BACKEND, default tensorflow) sees one.",
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")
     parser.add_argument("--worker", type=int, required=True, help="which shard to train, 0 .. workers-1")
-    parser.add_argument("--epochs", type=int, default=1, help="local epochs over the shard this round")
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per gradient step")
-    parser.add_argument("--seed", type=int, default=0, help="run seed; each worker and round derives its own")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="local epochs over the shard this round")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per gradient step")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="run seed; each worker and round derives its own")
     return parser
 
 
@@ -31,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
-    result = train_client(
+    configure_backend()
+    result = ClientTrainer().train(
         layout, args.round, args.worker, args.epochs, args.batch_size, args.seed, progress=argo_progress_writer()
     )
     print(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from aggregator.__main__ import main
-from aggregator.h5weights import sha256_of_file
+from common.modelfile import sha256_of_file
 from common.layout import RunLayout
 
 RUN_ID = "run-a"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from aggregator.__main__ import main as aggregator_main
-from aggregator.h5weights import sha256_of_file
+from common.modelfile import sha256_of_file
 from common.layout import RunLayout, models_dir, published_versions
 from evaluator.__main__ import main as evaluator_main
 from publisher.__main__ import main as publisher_main

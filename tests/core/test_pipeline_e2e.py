@@ -70,7 +70,7 @@ def wait_for(condition, timeout=120.0):
 
 def trainer_pids(runner_pid: int) -> list[int]:
     children = Path(f"/proc/{runner_pid}/task/{runner_pid}/children").read_text().split()
-    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    return [int(pid) for pid in children if "popen_loky_posix" in Path(f"/proc/{pid}/cmdline").read_text()]
 
 
 @pytest.mark.e2e

@@ -1,9 +1,11 @@
-"""Read and write Keras ``.h5`` model files with h5py: weights as named numpy arrays, metadata as root attributes."""
+"""The one module that knows the model-file format: Keras ``.h5`` files read with h5py (weights as named numpy
+arrays, our metadata as root attributes) and written atomically. No TensorFlow: saving takes a built Keras model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,21 @@ def write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
             if key not in METADATA_KEYS:
                 raise ValueError(f"unknown model metadata key {key!r}")
             handle.attrs[key] = value
+
+
+def save_model_with_metadata(model, path: Path, metadata: Mapping[str, Any]) -> None:
+    """Save a Keras model as h5 with our root attributes, atomically (readers never see a partial file)."""
+    # h5 on purpose (the aggregator reads it with h5py, no TensorFlow): silence Keras's "legacy format" notice.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with atomic_path(path, suffix=".tmp.h5") as temporary_path:
+        model.save(temporary_path, include_optimizer=False)
+        write_metadata(temporary_path, metadata)
+
+
+def read_file_metadata(path: Path) -> dict[str, Any]:
+    """Our root attributes of the model file at ``path`` (ValueError if it is not a readable model file)."""
+    with open_model_file(path) as handle:
+        return read_metadata(handle)
 
 
 def write_averaged_model(

@@ -1,0 +1,85 @@
+"""The trainer on tiny synthetic data: a reused trainer trains like a fresh one, and JAX clients average with TensorFlow ones."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from aggregator.__main__ import main as aggregator_main
+from common.layout import RunLayout
+from common.modelfile import open_model_file, read_weights
+from splitter.__main__ import main as splitter_main
+from trainer.init import main as init_main
+from trainer.train import ClientTrainer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_ID = "backends"
+
+
+@pytest.fixture
+def layout(tiny_mnist) -> RunLayout:
+    """A tiny run with its initial model and two shards."""
+    volume = tiny_mnist.parent.parent
+    arguments = ["--volume", str(volume), "--run-id", RUN_ID, "--workers", "2", "--seed", "1"]
+    assert init_main(arguments + ["--rounds", "1"]) == 0
+    assert splitter_main(arguments) == 0
+    return RunLayout(volume, RUN_ID)
+
+
+def client_weights(layout: RunLayout, worker: int) -> dict[str, np.ndarray]:
+    with open_model_file(layout.client_model_path(1, worker)) as handle:
+        return read_weights(handle)
+
+
+def test_a_reused_trainer_trains_a_client_as_a_fresh_one_does(layout):
+    # Prepare: a trainer that has already trained worker 0 (its model, optimizer and seeds are used).
+    reused = ClientTrainer()
+    reused.train(layout, 1, 0, epochs=1, batch_size=32, seed=1)
+
+    # Execute: worker 1 by the reused trainer, then by a fresh one.
+    reused.train(layout, 1, 1, epochs=1, batch_size=32, seed=1)
+    from_reused = client_weights(layout, 1)
+    ClientTrainer().train(layout, 1, 1, epochs=1, batch_size=32, seed=1)
+    from_fresh = client_weights(layout, 1)
+
+    # Assert
+    assert from_reused.keys() == from_fresh.keys()
+    for name, array in from_fresh.items():
+        np.testing.assert_allclose(from_reused[name], array, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def run_trainer(layout: RunLayout, worker: int, backend: str) -> None:
+    """``python -m trainer`` for one client under the given Keras backend, on the CPU."""
+    environment = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "",
+                   "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "trainer", "--volume", str(layout.volume), "--run-id", RUN_ID,
+               "--round", "1", "--worker", str(worker), "--batch-size", "32", "--seed", "1"]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_jax_trained_client_averages_with_a_tensorflow_trained_one(layout):
+    # Execute: worker 0 trains under JAX, worker 1 under TensorFlow, then FedAvg of both.
+    run_trainer(layout, 0, "jax")
+    run_trainer(layout, 1, "tensorflow")
+    assert aggregator_main(["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", "1", "--expect", "2"]) == 0
+
+    # Assert: the same weight names and shapes from both backends, each trained away from the start,
+    # and the global model is their average (equal shards of 150 examples).
+    jax_client, tensorflow_client = client_weights(layout, 0), client_weights(layout, 1)
+    assert {name: array.shape for name, array in jax_client.items()} == {
+        name: array.shape for name, array in tensorflow_client.items()
+    }
+    with open_model_file(layout.global_model_path(0)) as handle:
+        start = read_weights(handle)
+    with open_model_file(layout.global_model_path(1)) as handle:
+        averaged = read_weights(handle)
+    for name, array in start.items():
+        assert not np.array_equal(jax_client[name], array) or "bias" in name, f"JAX client did not train {name}"
+        np.testing.assert_allclose(averaged[name], (jax_client[name] + tensorflow_client[name]) / 2, rtol=1e-5, atol=1e-7)
+    with h5py.File(layout.client_model_path(1, 0)) as handle:
+        assert handle.attrs["num_examples"] == 150 and handle.attrs["round"] == 1
