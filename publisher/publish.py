@@ -65,10 +65,17 @@ def publish(layout: RunLayout, round_number: int, min_accuracy: float | None = N
     info = build_info(layout, round_number)
     if min_accuracy is not None and info["accuracy"] < min_accuracy:
         raise AccuracyTooLow(f"accuracy {info['accuracy']:.4f} is below --min-accuracy {min_accuracy}; not published")
-    directory = models_dir(layout.volume)
+    return publish_model_file(models_dir(layout.volume), model_path, info), True
+
+
+def publish_model_file(directory: Path, model_path: Path, info: dict, version: int | None = None) -> int:
+    """Publish a Keras h5 model and its ``info`` as a new version in ``directory``; returns its number.
+
+    The next free number, or exactly ``version`` (an error if it exists). The version is built in a hidden
+    directory and renamed into place: the web demo only ever sees complete versions (model.h5, its LiteRT
+    conversion, info.json), and two publishers racing for one number cannot both win it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    # Build the version in a hidden directory, then rename it into place: the web demo only ever
-    # sees complete versions, and two publishers racing for one number cannot both win it.
     staging = Path(tempfile.mkdtemp(prefix=".publishing-", dir=directory))
     try:
         shutil.copyfile(model_path, published_model_path(staging))
@@ -76,15 +83,18 @@ def publish(layout: RunLayout, round_number: int, min_accuracy: float | None = N
         write_litert(published_model_path(staging), published_litert_path(staging))
         while True:
             versions = published_versions(directory)
-            version = (max(versions) if versions else 0) + 1
-            info.update(version=version, published_at=datetime.datetime.now(datetime.timezone.utc).isoformat())
-            write_json(published_info_path(staging), info)
+            number = version if version is not None else (max(versions) if versions else 0) + 1
+            published = {**info, "version": number,
+                         "published_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+            write_json(published_info_path(staging), published)
             try:
-                os.rename(staging, directory / str(version))
-                return version, True
+                os.rename(staging, directory / str(number))
+                return number
             except OSError:
-                if not (directory / str(version)).exists():
+                if not (directory / str(number)).exists():
                     raise
+                if version is not None:
+                    raise ValueError(f"{directory / str(number)} is already published") from None
                 # Another publisher took this number first: try the next.
     finally:
         shutil.rmtree(staging, ignore_errors=True)

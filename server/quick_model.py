@@ -5,61 +5,45 @@ the real way to publish. Needs TensorFlow (requirements.txt), unlike the server 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from common.atomic import write_json
 from common.cli import user_errors
 from common.data import load_mnist, to_model_input
-from common.layout import published_info_path, published_litert_path, published_model_path
+from common.runconfig import RunConfig
 
 
 def train_and_publish(models_dir: Path, data_path: Path, version: int, num_images: int = 15_000, seed: int = 0) -> Path:
     """Train ``build_model(seed)`` for one epoch on the first ``num_images`` training images (~97% accurate) and
-    publish it as ``models_dir/<version>``; returns that directory."""
+    publish it as ``models_dir/<version>`` with the pipeline's publisher; returns that directory."""
     try:
         from common.model import build_model  # imports TensorFlow
     except ImportError as error:  # the slim server image has no TensorFlow
         raise ValueError(f"training needs TensorFlow (pip install -r requirements.txt): {error}") from None
-    from publisher.litert import write_litert
+    from evaluator.metrics import classification_metrics
+    from publisher.publish import publish_model_file
 
     mnist = load_mnist(data_path)
     model = build_model(seed=seed)
     history = model.fit(
         to_model_input(mnist.x_train[:num_images]), mnist.y_train[:num_images], epochs=1, batch_size=64, verbose=0
     )
-    probabilities = model.predict(to_model_input(mnist.x_test), batch_size=1000, verbose=0)
-    predicted = probabilities.argmax(axis=1)
-    confusion = np.zeros((10, 10), dtype=int)
-    np.add.at(confusion, (mnist.y_test, predicted), 1)
-    accuracy = float((predicted == mnist.y_test).mean())
-    loss = float(-np.log(probabilities[np.arange(len(predicted)), mnist.y_test] + 1e-7).mean())
+    metrics = classification_metrics(model.predict(to_model_input(mnist.x_test), batch_size=1000, verbose=0), mnist.y_test)
+    config = RunConfig(workers=1, rounds=1, seed=seed).to_dict()
     info = {
-        "version": version,
         "run_id": "quick-model",
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "round": 1,
-        "config": {"workers": 1, "rounds": 1, "epochs": 1, "batch_size": 64, "split": "iid", "alpha": 0.5,
-                   "seed": seed, "start_model": None},
+        "config": config,
         "num_examples": num_images,
         "shard_sizes": [num_images],
-        "accuracy": round(accuracy, 4),
-        "loss": round(loss, 4),
-        "per_class_accuracy": [round(float(confusion[d, d] / confusion[d].sum()), 4) for d in range(10)],
-        "confusion_matrix": confusion.tolist(),
-        "history": [{"round": 1, "accuracy": round(accuracy, 4), "loss": round(float(history.history["loss"][-1]), 4)}],
+        **{key: metrics[key] for key in ("accuracy", "loss", "per_class_accuracy", "confusion_matrix")},
+        "history": [{"round": 1, "accuracy": metrics["accuracy"], "loss": float(history.history["loss"][-1])}],
     }
-    # Build the version beside its final name, then rename: the server never sees a half-written version.
-    final_dir = Path(models_dir) / str(version)
-    staging_dir = Path(models_dir) / f".{version}.staging"
-    staging_dir.mkdir(parents=True, exist_ok=False)
-    model.save(published_model_path(staging_dir))
-    write_litert(published_model_path(staging_dir), published_litert_path(staging_dir))
-    write_json(published_info_path(staging_dir), info)
-    staging_dir.rename(final_dir)
-    return final_dir
+    with tempfile.TemporaryDirectory() as scratch:
+        model_path = Path(scratch) / "model.h5"
+        model.save(model_path)
+        number = publish_model_file(Path(models_dir), model_path, info, version=version)
+    return Path(models_dir) / str(number)
 
 
 @user_errors("server.quick_model")
