@@ -42,13 +42,13 @@ class ClientCheck:
     run_id: str
     round_number: int
     start_model: Path
-    start_sha256: str | None
+    start_sha256: str
     model_config: dict[str, Any]
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, np.dtype]
 
     @classmethod
-    def from_start_model(cls, start_model: Path, run_id: str, round_number: int, check_sha256: bool = True) -> ClientCheck:
+    def from_start_model(cls, start_model: Path, run_id: str, round_number: int) -> ClientCheck:
         """The reference a round's clients are checked against: the model they all started from."""
         with open_model_file(start_model) as handle:
             model_config = read_model_config(handle)
@@ -57,7 +57,7 @@ class ClientCheck:
             run_id=run_id,
             round_number=round_number,
             start_model=Path(start_model),
-            start_sha256=sha256_of_file(start_model) if check_sha256 else None,
+            start_sha256=sha256_of_file(start_model),
             model_config=model_config,
             shapes={name: shape for name, (shape, _) in specs.items()},
             dtypes={name: dtype for name, (_, dtype) in specs.items()},
@@ -106,7 +106,7 @@ def check_client_metadata(
         raise ValueError(f"{path}: did not start from this round's global model (stale client?)")
 
 
-def weighted_mean_of_clients(client_paths: Sequence[Path], check: ClientCheck) -> tuple[FedAvgAccumulator, int]:
+def weighted_mean_of_clients(client_paths: Sequence[Path], check: ClientCheck) -> FedAvgAccumulator:
     """FedAvg's example-weighted mean, one client in memory at a time (memory flat in the number of clients)."""
     accumulator = FedAvgAccumulator()
     for path in client_paths:
@@ -117,7 +117,7 @@ def weighted_mean_of_clients(client_paths: Sequence[Path], check: ClientCheck) -
             accumulator.add(weights, num_examples)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
-    return accumulator, accumulator.total_examples
+    return accumulator
 
 
 def robust_combination_of_clients(
@@ -231,7 +231,8 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     optimizer = ServerOptimizer.from_config(config)
 
     if config.aggregation == "mean":
-        accumulator, total_examples = weighted_mean_of_clients(client_paths, check)
+        accumulator = weighted_mean_of_clients(client_paths, check)
+        total_examples = accumulator.total_examples
         # FedAvg writes the float32 mean exactly as before; a server optimizer starts from the float64 mean.
         combined = accumulator.result() if optimizer.strategy == "fedavg" else accumulator.mean()
     else:
