@@ -131,5 +131,10 @@ class RunLayout:
     def metrics_path(self, round_number: int) -> Path:
         return self.round_dir(round_number) / "metrics.json"
 
+    @property
+    def summary_path(self) -> Path:
+        """What became of the run (status, accuracy per round, published version): written when it ends."""
+        return self.run_dir / "summary.json"
+
     def tensorboard_dir(self, round_number: int, worker: int) -> Path:
         return self.run_dir / "logs" / f"round-{round_number:03d}" / f"worker-{worker:03d}"

@@ -3,18 +3,23 @@
     python -m evaluator --volume V --run-id R --round K     # a round's global model; writes the round's metrics.json
     python -m evaluator --model PATH --data MNIST.npz        # any model file
     python -m evaluator --volume V                           # the newest published model
+
+With --accuracy-file and --history-file it also leaves the accuracy (e.g. ``0.9923``) and, for a round, the
+run's accuracy per round so far (a JSON list) in small files: Argo reads them as the step's output parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from common.atomic import write_json
+from common.atomic import atomic_path, write_json
 from common.cli import user_errors
 from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
 from evaluator.evaluate import evaluate
+from evaluator.history import round_history
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="MNIST npz (default: <volume>/data/mnist.npz)")
     parser.add_argument("--output", type=Path, help="write metrics JSON here (default for a round: its metrics.json)")
     parser.add_argument("--min-accuracy", type=float, help="exit 1 if test accuracy is below this (0-1)")
+    parser.add_argument("--accuracy-file", type=Path, help="also write the test accuracy here, as one number")
+    parser.add_argument("--history-file", type=Path,
+                        help="with --run-id/--round: also write the run's accuracy per round so far here (JSON list)")
     return parser
 
 
@@ -53,12 +61,20 @@ def resolve_model_and_output(args: argparse.Namespace) -> tuple[Path, Path | Non
     return published_model_path(version_dir), args.output
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write one small output file atomically (Argo may read it as soon as it exists)."""
+    with atomic_path(path) as temporary_path:
+        temporary_path.write_text(text + "\n")
+
+
 @user_errors("evaluator")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.min_accuracy is not None and not 0.0 <= args.min_accuracy <= 1.0:
         raise ValueError(f"--min-accuracy must be between 0 and 1, got {args.min_accuracy}")
     model_path, output_path = resolve_model_and_output(args)
+    if args.history_file is not None and args.round is None:
+        raise ValueError("--history-file needs --run-id and --round")
     data = args.data or (data_path(args.volume) if args.volume else None)
     if data is None:
         raise ValueError("--data is required with --model")
@@ -67,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         metrics["round"] = args.round
     if output_path is not None:
         write_json(output_path, metrics)
+    if args.accuracy_file is not None:
+        write_text(args.accuracy_file, f"{metrics['accuracy']:.4f}")
+    if args.history_file is not None:
+        history = round_history(RunLayout(args.volume, args.run_id), args.round)
+        write_text(args.history_file, json.dumps([round(entry["accuracy"], 4) for entry in history]))
     print(f"{model_path}: test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}")
     if args.min_accuracy is not None and metrics["accuracy"] < args.min_accuracy:
         print(

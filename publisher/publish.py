@@ -17,6 +17,7 @@ from common.layout import (
     published_versions,
 )
 from common.runconfig import load_config
+from evaluator.history import round_history
 
 
 def find_published(volume: Path, run_id: str, round_number: int) -> int | None:
@@ -31,13 +32,7 @@ def find_published(volume: Path, run_id: str, round_number: int) -> int | None:
 
 def build_info(layout: RunLayout, round_number: int) -> dict:
     """info.json for round ``round_number`` of a run: how it was made and how well it does."""
-    history = []
-    for past_round in range(1, round_number + 1):
-        metrics_path = layout.metrics_path(past_round)
-        if not metrics_path.is_file():
-            raise ValueError(f"{metrics_path}: round {past_round} was not evaluated; run the evaluator first")
-        metrics = read_json(metrics_path)
-        history.append({"round": past_round, "accuracy": metrics["accuracy"], "loss": metrics["loss"]})
+    history = round_history(layout, round_number)
     final_metrics = read_json(layout.metrics_path(round_number))
     manifest = read_json(layout.manifest_path)
     shard_sizes = [shard["num_examples"] for shard in manifest["shards"]]

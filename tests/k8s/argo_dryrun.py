@@ -1,10 +1,16 @@
 """Walk an Argo ``Workflow`` the way the controller would, without a cluster.
 
 The walker substitutes parameters (``{{workflow.parameters.x}}``, ``{{inputs.parameters.x}}``,
-``{{workflow.name}}``, ``{{item}}``), evaluates the small subset of Argo expressions the project uses
-(``{{=asInt(a) + asInt(b)}}``) and ``when`` conditions, expands ``withSequence`` / ``withParam`` /
-``withItems`` fan-outs, follows templates that call themselves, and hands every container step, in
-order, to a callback as a ``PodRun``. Steps of one parallel group are handed over one after another.
+``{{workflow.name}}``, ``{{workflow.status}}``, ``{{item}}``), evaluates the small subset of Argo expressions
+the project uses (``{{=asInt(a) + asInt(b)}}``) and ``when`` conditions, expands ``withSequence`` /
+``withParam`` / ``withItems`` fan-outs, follows templates that call themselves, runs the ``onExit`` handler
+last, and hands every container step, in order, to a callback as a ``PodRun``. Steps of one parallel group
+are handed over one after another.
+
+It keeps Argo's limits: the controller counts every nested template call (the entrypoint is 1) and fails
+the workflow with "Maximum recursion depth exceeded" when the count reaches 100
+(workflow/controller/operator.go, maxAllowedStackDepth). And it records the nodes Argo would put in the
+Workflow's status (``ArgoNode``: Steps, StepGroup, Retry, Pod, Skipped), whose size Argo caps (argo_limits.py).
 
 Strict where Argo is lenient, so that a mistake in the YAML fails here rather than in the cluster:
 an unknown ``{{...}}`` tag, an argument for an undeclared input, a missing input, or a parameter value
@@ -21,11 +27,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 TAG = re.compile(r"\{\{\s*(=?)\s*(.*?)\s*\}\}")
-MAX_DEPTH = 200  # nested template calls; a self-calling template that never stops hits this
+AFTER_THE_POD = ("inputs", "outputs", "metrics")  # template keys a pod's spec does not take
+MAX_STACK_DEPTH = 100  # Argo's maxAllowedStackDepth: a template call at this depth fails the workflow
 
 
 class WorkflowError(Exception):
     """The workflow would not run as written."""
+
+
+class MaxDepthExceeded(WorkflowError):
+    """Argo's "Maximum recursion depth exceeded": too many nested template calls."""
+
+
+@dataclass
+class ArgoNode:
+    """One entry of the Workflow's status.nodes, as the controller names and types it."""
+
+    name: str  # e.g. "mnist-federated-x7k2p[2].rounds[0].train-on-gpu[0].train(1:1)"
+    display_name: str
+    type: str  # Steps, StepGroup, Retry, Pod or Skipped
+    template: str | None
+    inputs: dict[str, str] = field(default_factory=dict)
+    children: list[str] = field(default_factory=list)  # names of the child nodes
 
 
 @dataclass
@@ -207,23 +230,46 @@ def expand_items(step: dict, scope: dict[str, str]) -> list[str | None]:
 
 
 class WorkflowWalker:
-    """Follows a Workflow's steps from its entrypoint, calling ``on_pod`` for every container step."""
+    """Follows a Workflow's steps from its entrypoint, calling ``on_pod`` for every container step.
 
-    def __init__(self, workflow: dict, name: str, parameters: dict[str, str] | None = None) -> None:
+    After a walk, ``nodes`` holds the status nodes Argo would have made and ``max_depth`` the deepest
+    template call, counted as Argo counts it.
+    """
+
+    def __init__(self, workflow: dict, name: str, parameters: dict[str, str] | None = None,
+                 resolve_pods: bool = True) -> None:
         self.workflow = workflow
+        self.resolve_pods = resolve_pods  # False: hand over templates as written (enough to count nodes, faster)
+        self.name = name
         self.templates = {template["name"]: template for template in workflow["spec"]["templates"]}
         self.global_scope = {"workflow.name": name}
         for key, value in workflow_parameters(workflow, parameters or {}).items():
             self.global_scope[f"workflow.parameters.{key}"] = value
+        self.nodes: list[ArgoNode] = []
+        self.max_depth = 0
 
     def walk(self, on_pod: Callable[[PodRun], None], entrypoint: str | None = None,
-             arguments: dict[str, str] | None = None) -> list[PodRun]:
-        """Run the workflow (or one template of it) in Argo's order; returns the pods in that order."""
+             arguments: dict[str, str] | None = None, status: str = "Succeeded") -> list[PodRun]:
+        """Run the workflow (or one template of it) in Argo's order; returns the pods in that order.
+
+        The ``onExit`` handler runs after the whole workflow (not after a single template), with
+        ``{{workflow.status}}`` set to ``status``.
+        """
         pods: list[PodRun] = []
+        self.nodes, self.max_depth = [], 0
         start = entrypoint or self.workflow["spec"]["entrypoint"]
-        for pod in self.visit(start, arguments or {}, start, depth=0):
+        for pod in self.visit(start, arguments or {}, self.name, self.name, depth=1):
             on_pod(pod)
             pods.append(pod)
+        exit_handler = self.workflow["spec"].get("onExit")
+        if entrypoint is None and exit_handler:
+            self.global_scope["workflow.status"] = status
+            try:
+                for pod in self.visit(exit_handler, {}, f"{self.name}.onExit", "onExit", depth=1):
+                    on_pod(pod)
+                    pods.append(pod)
+            finally:
+                del self.global_scope["workflow.status"]
         return pods
 
     def template_scope(self, template: dict, arguments: dict[str, str], node: str) -> dict[str, str]:
@@ -241,31 +287,56 @@ class WorkflowWalker:
                 raise WorkflowError(f"{node}: template {template['name']} needs input {name!r}")
         return scope
 
-    def visit(self, template_name: str, arguments: dict[str, str], node: str, depth: int) -> Iterator[PodRun]:
-        if depth > MAX_DEPTH:
-            raise WorkflowError(f"{node}: more than {MAX_DEPTH} nested calls; does a loop never stop?")
+    def add_node(self, name: str, display_name: str, node_type: str, template: str | None,
+                 inputs: dict[str, str] | None = None) -> ArgoNode:
+        node = ArgoNode(name, display_name, node_type, template, dict(inputs or {}))
+        self.nodes.append(node)
+        return node
+
+    def visit(self, template_name: str, arguments: dict[str, str], node: str, display_name: str,
+              depth: int) -> Iterator[PodRun]:
+        """One template call (executeTemplate in Argo): a node, and for steps its groups and their steps."""
+        if depth >= MAX_STACK_DEPTH:
+            raise MaxDepthExceeded(f"{node}: Maximum recursion depth exceeded ({depth} nested template calls; "
+                                   f"Argo stops at {MAX_STACK_DEPTH})")
+        self.max_depth = max(self.max_depth, depth)
         if template_name not in self.templates:
             raise WorkflowError(f"{node}: no template named {template_name!r}")
         template = self.templates[template_name]
         scope = self.template_scope(template, arguments, node)
         if "container" in template:
-            resolved = substitute_all({key: value for key, value in template.items() if key != "inputs"}, scope)
+            # Outputs and metrics are resolved after the pod ran ({{status}}, {{outputs.parameters.x}}).
+            pod_template = {key: value for key, value in template.items() if key not in AFTER_THE_POD}
+            resolved = substitute_all(pod_template, scope) if self.resolve_pods else pod_template
+            if "retryStrategy" in template:
+                retry = self.add_node(node, display_name, "Retry", template_name, arguments)
+                retry.children.append(f"{node}(0)")
+                self.add_node(f"{node}(0)", f"{display_name}(0)", "Pod", template_name, arguments)
+            else:
+                self.add_node(node, display_name, "Pod", template_name, arguments)
             yield PodRun(node=node, template=resolved, inputs=arguments)
         elif "steps" in template:
-            for group in template["steps"]:
+            steps_node = self.add_node(node, display_name, "Steps", template_name, arguments)
+            for index, group in enumerate(template["steps"]):
+                group_name = f"{node}[{index}]"
+                steps_node.children.append(group_name)
+                group_node = self.add_node(group_name, f"[{index}]", "StepGroup", None)
                 for step in group:
-                    yield from self.visit_step(step, scope, f"{node}.{step['name']}", depth)
+                    yield from self.visit_step(step, scope, group_node, depth)
         else:
             raise WorkflowError(f"{node}: template {template_name} is neither steps nor a container")
 
-    def visit_step(self, step: dict, scope: dict[str, str], node: str, depth: int) -> Iterator[PodRun]:
-        for item in expand_items(step, scope):
+    def visit_step(self, step: dict, scope: dict[str, str], group: ArgoNode, depth: int) -> Iterator[PodRun]:
+        for index, item in enumerate(expand_items(step, scope)):
             item_scope = scope if item is None else {**scope, "item": item}
-            item_node = node if item is None else f"{node}({item})"
+            display_name = step["name"] if item is None else f"{step['name']}({index}:{item})"
+            node = f"{group.name}.{display_name}"
+            group.children.append(node)
             if "when" in step and not is_true(substitute(step["when"], item_scope)):
+                self.add_node(node, display_name, "Skipped", step["template"])
                 continue
             step_arguments = {
                 parameter["name"]: substitute(str(parameter["value"]), item_scope)
                 for parameter in step.get("arguments", {}).get("parameters", [])
             }
-            yield from self.visit(step["template"], step_arguments, item_node, depth + 1)
+            yield from self.visit(step["template"], step_arguments, node, display_name, depth + 1)

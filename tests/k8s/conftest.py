@@ -11,12 +11,24 @@ import pytest
 # The helper modules beside this file (argo_dryrun, k8s_manifests), whatever pytest's import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from k8s_manifests import ACCURACY_JOB_PATH, KUSTOMIZATIONS, WORKFLOW_PATH, kustomize_objects, load_yaml  # noqa: E402
+from k8s_manifests import (  # noqa: E402
+    ACCURACY_JOB_PATH,
+    NFS_VARIANTS,
+    WORKFLOW_PATH,
+    WORKFLOW_TEMPLATE_PATH,
+    kustomize_objects,
+    load_yaml,
+)
 
 
 @pytest.fixture(scope="session")
 def workflow() -> dict:
     return load_yaml(WORKFLOW_PATH)
+
+
+@pytest.fixture(scope="session")
+def workflow_template() -> dict:
+    return load_yaml(WORKFLOW_TEMPLATE_PATH)
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +38,9 @@ def accuracy_job() -> dict:
 
 @pytest.fixture(scope="session")
 def claim_names() -> set[str]:
-    """Names of the ReadWriteMany claims nfs/ and nfs/csi/ create (the one every pod must mount)."""
+    """Names of the ReadWriteMany claims nfs/ and nfs/static-pv/ create (the one every pod must mount)."""
     names = set()
-    for directory in KUSTOMIZATIONS[:2]:
+    for directory in NFS_VARIANTS:
         for manifest in kustomize_objects(directory):
             if manifest["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in manifest["spec"]["accessModes"]:
                 names.add(manifest["metadata"]["name"])

@@ -12,12 +12,22 @@ from pathlib import Path
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW_PATH = REPO_ROOT / "workflows" / "mnist.yaml"
-ACCURACY_JOB_PATH = REPO_ROOT / "workflows" / "accuracy-test.yaml"
-KUSTOMIZATIONS = [REPO_ROOT / "nfs", REPO_ROOT / "nfs" / "csi", REPO_ROOT / "deploy"]
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+WORKFLOW_PATH = WORKFLOWS_DIR / "mnist.yaml"
+WORKFLOW_TEMPLATE_PATH = WORKFLOWS_DIR / "mnist-template.yaml"
+ACCURACY_JOB_PATH = WORKFLOWS_DIR / "accuracy-test.yaml"
+NFS_CSI = REPO_ROOT / "nfs"  # the default shared volume (csi-driver-nfs)
+NFS_STATIC = REPO_ROOT / "nfs" / "static-pv"  # the alternative: a static PersistentVolume
+NFS_VARIANTS = [NFS_CSI, NFS_STATIC]
+KUSTOMIZATIONS = [NFS_CSI, NFS_STATIC, WORKFLOWS_DIR, REPO_ROOT / "deploy"]
+# Everything of the project runs here, except the NFS server (privileged) in NFS_NAMESPACE.
+NAMESPACE = "mnist"
+NFS_NAMESPACE = "mnist-nfs"
+CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
 # Where the image puts MNIST (Dockerfile: python -m dataset --out ...); pods read it from there.
 IMAGE_MNIST = "/opt/mnist/mnist.npz"
 IMAGE_USER = 10001  # Dockerfile's USER; every pod's runAsUser
+POD_SCRATCH = "/tmp"  # the container's own scratch space, where steps leave their output parameters for Argo
 
 
 def load_yaml(path: Path) -> dict:
@@ -43,14 +53,21 @@ def kustomize_files(directory: Path) -> list[Path]:
 
 
 def kustomize_objects(directory: Path) -> list[dict]:
-    """The objects of a kustomization with its namespace applied to namespaced kinds, as kustomize does."""
-    namespace = load_yaml(directory / "kustomization.yaml").get("namespace")
+    """The objects of a kustomization with namespaces set as kustomize sets them.
+
+    Each kustomization's ``namespace`` applies to the namespaced objects it includes, those of included
+    kustomizations too (the outer one wins).
+    """
+    kustomization = load_yaml(directory / "kustomization.yaml")
+    namespace = kustomization.get("namespace")
     objects = []
-    for path in kustomize_files(directory):
-        manifest = load_yaml(path)
-        if namespace and manifest["kind"] not in ("PersistentVolume", "StorageClass"):
-            manifest["metadata"]["namespace"] = namespace
-        objects.append(manifest)
+    for resource in kustomization.get("resources", []):
+        path = (directory / resource).resolve()
+        included = kustomize_objects(path) if path.is_dir() else [load_yaml(path)]
+        for manifest in included:
+            if namespace and manifest["kind"] not in CLUSTER_SCOPED:
+                manifest["metadata"]["namespace"] = namespace
+            objects.append(manifest)
     return objects
 
 

@@ -1,8 +1,9 @@
 """Dry run: workflows/mnist.yaml walked as Argo would, each pod's command run locally on tiny MNIST, in order.
 
-The claim's mount path maps to a temporary directory and the image's /opt/mnist/mnist.npz to 600 training and
-200 test images; 2 workers (one per batch, parallelism 1), 2 rounds, CPU trainers. Real TensorFlow training:
-about a minute. Then the accuracy-test Job and the web demo Deployment run their commands on what it published.
+The claim's mount path maps to a temporary directory, the image's /opt/mnist/mnist.npz to 600 training and
+200 test images and each pod's /tmp to its own directory; 2 workers, 2 rounds, CPU trainers, then the exit
+handler. Real TensorFlow training: about a minute. Output parameters are read from the files the steps leave,
+as Argo reads them. Then the accuracy-test Job and the web demo Deployment run their commands on what it published.
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ import pytest
 
 from argo_dryrun import PodRun, WorkflowWalker, substitute
 from common.layout import RunLayout, models_dir, newest_version_dir, published_info_path, published_versions
-from k8s_manifests import ACCURACY_JOB_PATH, IMAGE_MNIST, REPO_ROOT, load_yaml, local_arguments, parse_arguments, python_module
+from k8s_manifests import (
+    ACCURACY_JOB_PATH,
+    IMAGE_MNIST,
+    POD_SCRATCH,
+    REPO_ROOT,
+    load_yaml,
+    local_arguments,
+    map_path,
+    parse_arguments,
+    python_module,
+)
 
 pytestmark = pytest.mark.e2e  # real TensorFlow training on tiny MNIST: about a minute
 
@@ -36,7 +47,6 @@ PARAMETERS = {
     "epochs": "1",
     "batch-size": "32",
     "gpus": "0",  # the CPU trainer template; the GPU one is checked statically in test_workflow.py
-    "parallelism": "1",  # one trainer per batch: follows the batch loop as well as the round loop
     "min-accuracy": "0.2",  # tiny data: well above chance (0.1), well below what 600 images can reach
 }
 STEP_TIMEOUT = 300  # seconds; a step that hangs fails the test instead of the CI job
@@ -49,6 +59,7 @@ class StepRun:
     arguments: object  # argparse.Namespace of the local arguments
     output: str
     progress_file: Path  # the pod's $ARGO_PROGRESS_FILE
+    outputs: dict[str, str]  # output parameters, read from the files the template names
 
 
 @dataclass
@@ -81,6 +92,8 @@ def outputs_of(module: str, arguments, layout: RunLayout) -> list[Path]:
         return [layout.global_model_path(arguments.round)]
     if module == "evaluator":
         return [layout.metrics_path(arguments.round)]
+    if module == "evaluator.summary":
+        return [layout.summary_path]
     if module == "publisher":
         version_dir = newest_version_dir(models_dir(layout.volume))
         assert version_dir is not None, "publisher published nothing"
@@ -104,8 +117,10 @@ def dry_run(workflow, claim_names, tiny_mnist, tmp_path_factory) -> DryRun:
         for mount in pod.container["volumeMounts"]:
             assert claims.get(mount["name"]) in claim_names, f"{pod.node}: mounts {mount['name']}, not the claim of nfs/"
             mounts[mount["mountPath"]] = volume
+        scratch = tmp_path_factory.mktemp("pod-tmp")  # the container's own /tmp
+        path_map = {**mounts, IMAGE_MNIST: tiny_mnist, POD_SCRATCH: scratch}
         module, pod_arguments = python_module(pod.container)
-        arguments = local_arguments(pod_arguments, {**mounts, IMAGE_MNIST: tiny_mnist})
+        arguments = local_arguments(pod_arguments, path_map)
         parsed = parse_arguments(module, arguments)
         # Argo sets ARGO_PROGRESS_FILE in every pod; here each pod gets its own file to check afterwards.
         progress_file = progress_dir / f"{pod.node}.txt"
@@ -114,7 +129,10 @@ def dry_run(workflow, claim_names, tiny_mnist, tmp_path_factory) -> DryRun:
         assert result.returncode == 0, f"{pod.node}: python -m {module} {' '.join(arguments)} failed:\n{output[-3000:]}"
         for path in outputs_of(module, parsed, layout):
             assert path.is_file(), f"{pod.node}: python -m {module} did not write {path.relative_to(volume)}"
-        steps.append(StepRun(pod, module, parsed, output, progress_file))
+        declared = walker.templates[pod.name].get("outputs", {}).get("parameters", [])
+        outputs = {parameter["name"]: map_path(parameter["valueFrom"]["path"], path_map).read_text().strip()
+                   for parameter in declared}
+        steps.append(StepRun(pod, module, parsed, output, progress_file, outputs))
 
     walker.walk(run_pod)
     return DryRun(volume, steps)
@@ -124,7 +142,7 @@ def test_every_step_runs_in_order(dry_run):
     steps = dry_run.steps
     rounds = [["trainer", "trainer", "aggregator", "evaluator"]] * int(PARAMETERS["rounds"])
     expected = ["trainer.init", "splitter"] + [module for round_modules in rounds for module in round_modules]
-    assert [step.module for step in steps] == expected + ["evaluator", "publisher"]
+    assert [step.module for step in steps] == expected + ["evaluator", "publisher", "evaluator.summary"]
 
 
 def test_each_round_trains_from_the_previous_rounds_model(dry_run):
@@ -155,6 +173,21 @@ def test_published_model_describes_this_run(dry_run):
     assert info["config"]["workers"] == int(PARAMETERS["workers"])
     assert info["config"]["batch_size"] == int(PARAMETERS["batch-size"])
     assert [entry["round"] for entry in info["history"]] == list(range(1, int(PARAMETERS["rounds"]) + 1))
+
+
+def test_output_parameters_and_summary_report_the_accuracy(dry_run):
+    """What `argo get` shows (the steps' output parameters) and summary.json agree with the metrics on the volume."""
+    layout = RunLayout(dry_run.volume, WORKFLOW_NAME)
+    rounds = int(PARAMETERS["rounds"])
+    history = [round(json.loads(layout.metrics_path(number).read_text())["accuracy"], 4) for number in range(1, rounds + 1)]
+    evaluations = [step for step in dry_run.steps if step.pod.name == "evaluate"]
+    assert [float(step.outputs["accuracy"]) for step in evaluations] == history
+    (accuracy_test,) = [step for step in dry_run.steps if step.pod.name == "accuracy-test"]
+    assert float(accuracy_test.outputs["accuracy"]) == history[-1]
+    assert json.loads(accuracy_test.outputs["accuracy-per-round"]) == history
+    summary = json.loads(layout.summary_path.read_text())
+    assert summary["status"] == "Succeeded" and summary["published_version"] == 1
+    assert [entry["round"] for entry in summary["history"]] == list(range(1, rounds + 1))
 
 
 def test_accuracy_test_job_checks_the_published_model(dry_run, tiny_mnist):

@@ -13,7 +13,14 @@ from k8s_manifests import (
     IMAGE_MNIST,
     IMAGE_USER,
     KUSTOMIZATIONS,
+    NAMESPACE,
+    NFS_CSI,
+    NFS_NAMESPACE,
+    NFS_STATIC,
+    NFS_VARIANTS,
     REPO_ROOT,
+    WORKFLOW_PATH,
+    WORKFLOWS_DIR,
     kustomize_files,
     kustomize_objects,
     load_yaml,
@@ -21,8 +28,12 @@ from k8s_manifests import (
 
 # The oldest Kubernetes the README promises, and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ["1.32", kubernetes_validate.latest_version()]
-OBJECT_FILES = sorted({path for directory in KUSTOMIZATIONS for path in kustomize_files(directory)} | {ACCURACY_JOB_PATH})
+# Kubernetes objects; the WorkflowTemplate (an Argo custom resource) is checked against Argo's schema instead.
+OBJECT_FILES = sorted(path for path in {path for directory in KUSTOMIZATIONS for path in kustomize_files(directory)}
+                      | {ACCURACY_JOB_PATH} if not load_yaml(path)["apiVersion"].startswith("argoproj.io/"))
 POD_OWNERS = ("Deployment", "Job")
+# Applied with `argo submit` or `kubectl create` (generated names), never by a kustomization.
+SUBMITTED_FILES = {WORKFLOW_PATH, ACCURACY_JOB_PATH}
 
 
 def relative(path: Path) -> str:
@@ -68,8 +79,8 @@ def test_kustomization_is_plain(directory):
 
 def test_every_manifest_file_is_applied():
     """No object file in nfs/ or deploy/ that `kubectl apply -k` would silently leave out."""
-    on_disk = {path.resolve() for folder in ("nfs", "deploy") for path in (REPO_ROOT / folder).rglob("*.yaml")
-               if path.name != "kustomization.yaml"}
+    on_disk = {path.resolve() for folder in ("nfs", "deploy", "workflows") for path in (REPO_ROOT / folder).rglob("*.yaml")
+               if path.name != "kustomization.yaml" and path not in SUBMITTED_FILES}
     applied = {path for directory in KUSTOMIZATIONS for path in kustomize_files(directory)}
     assert on_disk == applied
 
@@ -80,18 +91,33 @@ def test_manifest_opens_with_a_comment(path):
     assert path.read_text().startswith("#"), f"{relative(path)}: start with a comment saying what it is and how to apply it"
 
 
-def test_kustomizations_share_one_namespace():
-    """Pods mount only claims of their own namespace: the volume, the demo and the NFS address must agree."""
-    namespaces = {load_yaml(directory / "kustomization.yaml").get("namespace") for directory in KUSTOMIZATIONS}
-    assert len(namespaces) == 1 and None not in namespaces
+def all_objects() -> list[dict]:
+    return [manifest for directory in KUSTOMIZATIONS for manifest in kustomize_objects(directory)]
 
 
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS[:2], ids=relative)
+def test_namespaces_the_project_uses():
+    """The NFS server alone in mnist-nfs (privileged), everything else in mnist: pods mount only claims of their
+    own namespace, so the claim, the workflow's pods and the demo must share one."""
+    for manifest in all_objects():
+        if manifest["kind"] in ("Namespace", "PersistentVolume", "StorageClass"):
+            continue
+        expected = NFS_NAMESPACE if manifest["metadata"]["labels"].get("app.kubernetes.io/name") == "nfs-server" else NAMESPACE
+        assert manifest["metadata"].get("namespace") == expected, (manifest["kind"], manifest["metadata"]["name"])
+    namespaces = {manifest["metadata"]["name"]: manifest["metadata"]["labels"] for manifest in all_objects()
+                  if manifest["kind"] == "Namespace"}
+    assert set(namespaces) == {NAMESPACE, NFS_NAMESPACE}
+    assert namespaces[NFS_NAMESPACE]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespaces[NAMESPACE]["pod-security.kubernetes.io/warn"] == "restricted"
+    assert namespaces[NAMESPACE]["pod-security.kubernetes.io/audit"] == "restricted"
+    assert namespaces[NAMESPACE]["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+
+
+@pytest.mark.parametrize("directory", NFS_VARIANTS, ids=relative)
 def test_nfs_variant_makes_the_shared_claim(directory):
-    """nfs/ and nfs/csi/ both make a ReadWriteMany claim named mnist-volume that the workloads mount."""
+    """nfs/ and nfs/static-pv/ both make a ReadWriteMany claim named mnist-volume that the workloads mount."""
     claims = [manifest for manifest in kustomize_objects(directory)
               if manifest["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in manifest["spec"]["accessModes"]]
-    assert [claim["metadata"]["name"] for claim in claims] == ["mnist-volume"]
+    assert [(claim["metadata"]["name"], claim["metadata"]["namespace"]) for claim in claims] == [("mnist-volume", NAMESPACE)]
 
 
 def nfs_service_address(directory: Path) -> str:
@@ -100,21 +126,21 @@ def nfs_service_address(directory: Path) -> str:
 
 
 def test_static_volume_binds_to_the_claim_on_the_in_cluster_server():
-    objects = {(manifest["kind"], manifest["metadata"]["name"]): manifest for manifest in kustomize_objects(KUSTOMIZATIONS[0])}
+    objects = {(manifest["kind"], manifest["metadata"]["name"]): manifest for manifest in kustomize_objects(NFS_STATIC)}
     volume = objects["PersistentVolume", "mnist-volume-nfs"]
     claim = objects["PersistentVolumeClaim", "mnist-volume"]
     assert volume["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert volume["spec"]["nfs"]["server"] == nfs_service_address(KUSTOMIZATIONS[0])
+    assert volume["spec"]["nfs"]["server"] == nfs_service_address(NFS_STATIC)
     assert volume["spec"]["claimRef"] == {"namespace": claim["metadata"]["namespace"], "name": "mnist-volume"}
     assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
     assert claim["spec"]["storageClassName"] == volume["spec"]["storageClassName"] == ""
 
 
-def test_csi_claim_uses_the_csi_driver_nfs_storage_class():
-    objects = {(manifest["kind"], manifest["metadata"]["name"]): manifest for manifest in kustomize_objects(KUSTOMIZATIONS[1])}
+def test_default_volume_uses_the_csi_driver_nfs_storage_class():
+    objects = {(manifest["kind"], manifest["metadata"]["name"]): manifest for manifest in kustomize_objects(NFS_CSI)}
     (storage_class,) = [manifest for (kind, _), manifest in objects.items() if kind == "StorageClass"]
     assert storage_class["provisioner"] == "nfs.csi.k8s.io"
-    assert storage_class["parameters"]["server"] == nfs_service_address(KUSTOMIZATIONS[1])
+    assert storage_class["parameters"]["server"] == nfs_service_address(NFS_CSI)
     assert objects["PersistentVolumeClaim", "mnist-volume"]["spec"]["storageClassName"] == storage_class["metadata"]["name"]
 
 
@@ -208,3 +234,88 @@ def test_dockerignore_keeps_every_package_the_manifests_run():
                if line.strip() and not line.startswith("#")}
     needed = {"common", "dataset", "trainer", "splitter", "aggregator", "evaluator", "publisher", "server", "requirements.txt"}
     assert not needed & ignored
+
+
+# --- RBAC and Pod Security -----------------------------------------------------------------------------
+
+EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+
+
+def workflow_objects(kind: str) -> list[dict]:
+    return [manifest for manifest in kustomize_objects(WORKFLOWS_DIR) if manifest["kind"] == kind]
+
+
+def test_workflow_pods_run_as_a_service_account_with_the_executors_minimum(workflow):
+    """Argo's documented executor minimum ("Workflow RBAC", v3.4+), bound to the workflow's account, nothing more."""
+    (account,) = workflow_objects("ServiceAccount")
+    (role,) = workflow_objects("Role")
+    (binding,) = workflow_objects("RoleBinding")
+    assert workflow["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert role["rules"] == EXECUTOR_RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]
+    assert not workflow_objects("ClusterRole") and not workflow_objects("ClusterRoleBinding")
+
+
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                           "projected", "secret"}
+
+
+def restricted_violations(spec: dict, containers: list[dict]) -> list[str]:
+    """What Pod Security's `restricted` profile (Kubernetes 1.32) refuses in a pod spec and its containers."""
+    pod_security = spec.get("securityContext", {})
+    found = [f"host namespace {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    found += [f"volume {volume['name']}: type not allowed" for volume in spec.get("volumes", [])
+              if not set(volume) - {"name"} <= RESTRICTED_VOLUME_TYPES]
+    if pod_security.get("runAsUser") == 0:
+        found.append("pod runs as root")
+    for container in containers:
+        name, security = container["name"], container.get("securityContext", {})
+        if security.get("privileged"):
+            found.append(f"{name}: privileged")
+        if security.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation must be false")
+        if not security.get("runAsNonRoot", pod_security.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot must be true")
+        if security.get("runAsUser") == 0:
+            found.append(f"{name}: runs as root")
+        seccomp = security.get("seccompProfile", pod_security.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+        capabilities = security.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            found.append(f"{name}: must drop ALL capabilities")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            found.append(f"{name}: hostPort")
+    return found
+
+
+def project_pods(workflow: dict) -> dict[str, tuple[dict, list[dict]]]:
+    """Every pod spec of the project but the NFS server's: the workflow's steps, the Job, the Deployments."""
+    pods = {f"workflow/{template['name']}": (workflow["spec"], [{"name": "main", **template["container"]}])
+            for template in workflow["spec"]["templates"] if "container" in template}
+    for manifest in [load_yaml(path) for path in OBJECT_FILES] :
+        if manifest["kind"] in POD_OWNERS and manifest["metadata"].get("name") != "nfs-server":
+            spec = pod_spec(manifest)
+            key = f"{manifest['kind']}/{manifest['metadata'].get('name') or manifest['metadata']['generateName']}"
+            pods[key] = (spec, spec.get("initContainers", []) + spec["containers"])
+    return pods
+
+
+def test_every_pod_but_the_nfs_servers_meets_the_restricted_profile(workflow):
+    pods = project_pods(workflow)
+    assert {"workflow/train-on-gpu", "Deployment/mnist-web", "Job/mnist-accuracy-test-"} <= set(pods)
+    assert {name: restricted_violations(*pod) for name, pod in pods.items() if restricted_violations(*pod)} == {}
+
+
+def test_restricted_check_refuses_the_privileged_nfs_server():
+    """Guards the guard: the one privileged pod is caught, and it lives in the namespace labelled privileged."""
+    server = by_name("Deployment", "nfs-server")
+    spec = pod_spec(server)
+    assert "nfs-server: privileged" in restricted_violations(spec, spec["containers"])
+    (server_in_namespace,) = [manifest for manifest in kustomize_objects(NFS_CSI) if manifest["metadata"]["name"] == "nfs-server"
+                              and manifest["kind"] == "Deployment"]
+    assert server_in_namespace["metadata"]["namespace"] == NFS_NAMESPACE

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import copy
 import re
+import tempfile
 
 import pytest
-from hera.workflows.models import Workflow
+import yaml
+from hera.workflows.models import Workflow, WorkflowTemplate
 
 from argo_dryrun import TAG, WorkflowError, WorkflowWalker, is_true, substitute
-from k8s_manifests import IMAGE_MNIST, IMAGE_USER, local_arguments, parse_arguments, python_module
+from k8s_manifests import IMAGE_MNIST, IMAGE_USER, POD_SCRATCH, WORKFLOWS_DIR, load_yaml, local_arguments, parse_arguments, python_module
 
 WORKFLOW_NAME = "mnist-federated-x7k2p"  # what generateName "mnist-federated-" becomes
 MOUNT_PATH = "/mnt/volume"
 REQUIRED_PARAMETERS = {"workers", "rounds", "epochs", "batch-size", "split", "alpha", "seed", "image", "gpus",
-                       "pvc", "min-accuracy", "parallelism"}
-# Parameter sets the plan is checked with: defaults, CPU, more workers than fit in one batch, Dirichlet.
+                       "pvc", "min-accuracy"}
+# Parameter sets the plan is checked with: defaults, CPU, several GPUs and workers, Dirichlet.
 PLANS = [
     {},
-    {"gpus": "0", "workers": "2", "rounds": "2", "parallelism": "1"},
-    {"gpus": "2", "workers": "5", "rounds": "3", "parallelism": "2"},
+    {"gpus": "0", "workers": "2", "rounds": "2"},
+    {"gpus": "2", "workers": "5", "rounds": "3"},
     {"split": "dirichlet", "alpha": "0.1", "rounds": "1", "workers": "1"},
 ]
-RETRIED_TEMPLATES = ["train-on-gpu", "train-on-cpu", "aggregate"]
+RETRIED_TEMPLATES = ["train-on-gpu", "train-on-cpu", "aggregate", "evaluate"]
+TRAINER_TEMPLATES = ["train-on-gpu", "train-on-cpu"]
 
 
 def templates(workflow: dict) -> dict[str, dict]:
@@ -38,7 +41,7 @@ def pod_arguments(pod) -> tuple[str, list[str]]:
     """The pod's module and arguments with its paths mapped (which checks that each path exists in the pod)."""
     module, arguments = python_module(pod.container)
     mounts = {mount["mountPath"]: "/volume-in-test" for mount in pod.container["volumeMounts"]}
-    return module, local_arguments(arguments, {**mounts, IMAGE_MNIST: "/image/mnist.npz"})
+    return module, local_arguments(arguments, {**mounts, IMAGE_MNIST: "/image/mnist.npz", POD_SCRATCH: tempfile.gettempdir()})
 
 
 # --- schema ------------------------------------------------------------------------------------------------
@@ -69,6 +72,11 @@ def test_workflow_matches_argos_typed_model_exactly(workflow):
     assert round_trip(workflow) == []
 
 
+def test_workflow_template_matches_argos_typed_model_exactly(workflow_template):
+    assert dump_differences(workflow_template, WorkflowTemplate.model_validate(workflow_template).model_dump(
+        by_alias=True, exclude_none=True, mode="json")) == []
+
+
 def test_round_trip_catches_a_typo_and_a_quoted_integer(workflow):
     broken = copy.deepcopy(workflow)
     broken["spec"]["templates"][0]["stepz"] = []
@@ -89,7 +97,7 @@ def numbers_in(value, path="") -> list[str]:
 def test_numbers_are_quoted_except_where_argo_types_an_integer(workflow):
     """Int-or-string fields (withSequence, retry limits, GPU counts...) get strings, as in Argo's examples;
     the round trip above fails the integer-only fields if they are quoted."""
-    integer_fields = {"activeDeadlineSeconds", "runAsUser", "runAsGroup"}
+    integer_fields = {"activeDeadlineSeconds", "runAsUser", "runAsGroup", "secondsAfterSuccess", "secondsAfterFailure"}
     assert [path for path in numbers_in(workflow) if path.rsplit("/", 1)[-1] not in integer_fields] == []
 
 
@@ -114,7 +122,7 @@ def test_entrypoint_and_every_referenced_template_exist(workflow):
     referenced = {step["template"] for template in names.values() for group in template.get("steps", [])
                   for step in group}
     assert referenced <= set(names)
-    assert set(names) - referenced == {workflow["spec"]["entrypoint"]}, "a template nothing calls"
+    assert set(names) - referenced == {workflow["spec"]["entrypoint"], workflow["spec"]["onExit"]}, "a template nothing calls"
 
 
 def names_in(text: str) -> list[str]:
@@ -141,15 +149,26 @@ def strings_in(value) -> list[str]:
 
 def test_every_parameter_reference_is_declared(workflow):
     """{{inputs.parameters.x}} is an input of its template, {{workflow.parameters.x}} a workflow parameter,
-    {{item}} appears only in a step that fans out."""
+    {{item}} appears only in a step that fans out, {{steps.s.outputs.parameters.x}} names an earlier step whose
+    template declares that output, {{outputs.parameters.x}} and {{status}} only in a template's metrics, and
+    {{workflow.status}} only in the exit handler."""
     global_names = {f"workflow.parameters.{parameter['name']}" for parameter in workflow["spec"]["arguments"]["parameters"]}
     global_names.add("workflow.name")
-    for name, template in templates(workflow).items():
+    all_templates = templates(workflow)
+    for name, template in all_templates.items():
         inputs = {f"inputs.parameters.{parameter['name']}" for parameter in template.get("inputs", {}).get("parameters", [])}
+        outputs = {f"outputs.parameters.{parameter['name']}" for parameter in template.get("outputs", {}).get("parameters", [])}
+        exit_names = {"workflow.status"} if name == workflow["spec"].get("onExit") else set()
         steps = [step for group in template.get("steps", []) for step in group]
-        body = {key: value for key, value in template.items() if key != "steps"}
+        step_outputs = {f"steps.{step['name']}.outputs.parameters.{parameter['name']}" for step in steps
+                        for parameter in all_templates[step["template"]].get("outputs", {}).get("parameters", [])}
+        body = {key: value for key, value in template.items() if key not in ("steps", "outputs", "metrics")}
         for text in strings_in(body):
-            assert set(names_in(text)) <= global_names | inputs, f"template {name}: {text}"
+            assert set(names_in(text)) <= global_names | inputs | exit_names, f"template {name}: {text}"
+        for text in strings_in(template.get("outputs", {})):
+            assert set(names_in(text)) <= step_outputs, f"template {name} outputs: {text}"
+        for text in strings_in(template.get("metrics", {})):
+            assert set(names_in(text)) <= global_names | inputs | outputs | {"status"}, f"template {name} metrics: {text}"
         for step in steps:
             fans_out = any(key in step for key in ("withSequence", "withParam", "withItems"))
             allowed = global_names | inputs | ({"item"} if fans_out else set())
@@ -182,8 +201,34 @@ def test_pods_run_as_the_image_user(workflow):
 
 
 def test_run_bounds_and_cleanup(workflow):
-    assert workflow["spec"]["podGC"]["strategy"] in ("OnPodSuccess", "OnPodCompletion", "OnWorkflowSuccess")
-    assert workflow["spec"]["activeDeadlineSeconds"] > 0
+    """Pods and Workflow objects are cleaned up, the run and every pod have a deadline, an exit handler reports."""
+    spec = workflow["spec"]
+    assert spec["podGC"]["strategy"] in ("OnPodSuccess", "OnPodCompletion", "OnWorkflowSuccess")
+    assert spec["activeDeadlineSeconds"] > 0
+    assert int(spec["ttlStrategy"]["secondsAfterSuccess"]) > 0 and int(spec["ttlStrategy"]["secondsAfterFailure"]) > 0
+    assert spec["onExit"] in templates(workflow)
+    for name, template in templates(workflow).items():
+        if "container" in template:
+            # A hung NFS mount must not hold a node (or a GPU) until the whole run's deadline.
+            assert 0 < int(template["activeDeadlineSeconds"]) <= 3600, name
+
+
+def test_results_are_outputs_and_metrics(workflow):
+    """`argo get` shows the final accuracy and the accuracy per round; each round's accuracy is a Prometheus gauge."""
+    all_templates = templates(workflow)
+    outputs = {parameter["name"]: parameter["valueFrom"]["parameter"]
+               for parameter in all_templates[workflow["spec"]["entrypoint"]]["outputs"]["parameters"]}
+    assert outputs == {"accuracy": "{{steps.accuracy-test.outputs.parameters.accuracy}}",
+                       "accuracy-per-round": "{{steps.accuracy-test.outputs.parameters.accuracy-per-round}}"}
+    for name in ("evaluate", "accuracy-test"):
+        files = {parameter["name"]: parameter["valueFrom"]["path"] for parameter in all_templates[name]["outputs"]["parameters"]}
+        arguments = all_templates[name]["container"]["args"]
+        assert f"--accuracy-file={files['accuracy']}" in arguments, name
+        if "accuracy-per-round" in files:
+            assert f"--history-file={files['accuracy-per-round']}" in arguments
+    (gauge,) = all_templates["evaluate"]["metrics"]["prometheus"]
+    assert gauge["gauge"] == {"realtime": False, "value": "{{outputs.parameters.accuracy}}"}
+    assert {"key": "round", "value": "{{inputs.parameters.round}}"} in gauge["labels"]
 
 
 @pytest.mark.parametrize("name", RETRIED_TEMPLATES)
@@ -209,7 +254,8 @@ def test_every_command_is_accepted_by_its_modules_parser(workflow, parameters):
 
 @pytest.mark.parametrize("parameters", PLANS, ids=str)
 def test_pipeline_order(workflow, parameters):
-    """init, split, then per round every worker once, FedAvg, evaluation; finally the accuracy test and publish."""
+    """init, split, then per round every worker once, FedAvg, evaluation; then the accuracy test, publish and,
+    as the exit handler, the summary."""
     values = WorkflowWalker(workflow, WORKFLOW_NAME, parameters).global_scope
     workers, rounds = int(values["workflow.parameters.workers"]), int(values["workflow.parameters.rounds"])
     trainer = "train-on-gpu" if int(values["workflow.parameters.gpus"]) > 0 else "train-on-cpu"
@@ -217,23 +263,43 @@ def test_pipeline_order(workflow, parameters):
     for round_number in range(1, rounds + 1):
         expected += [(trainer, {"round": str(round_number), "worker": str(worker)}) for worker in range(workers)]
         expected += [("aggregate", {"round": str(round_number)}), ("evaluate", {"round": str(round_number)})]
-    expected += [("accuracy-test", {}), ("publish", {})]
+    expected += [("accuracy-test", {}), ("publish", {}), ("summary", {})]
     assert [(pod.name, pod.inputs) for pod in plan(workflow, parameters)] == expected
 
 
-def test_trainers_run_in_batches_of_parallelism(workflow):
-    """Argo cannot take spec.parallelism from a parameter, so a round trains `parallelism` workers per batch."""
-    pods = plan(workflow, {"workers": "5", "parallelism": "2", "rounds": "1"})
-    batches = [pod.node.rsplit(".", 1)[0] for pod in pods if pod.name.startswith("train-on-")]
-    assert [batches.count(batch) for batch in dict.fromkeys(batches)] == [2, 2, 1]
+def test_all_workers_of_a_round_fan_out_from_one_step(workflow):
+    """One withSequence over `workers`: every trainer of a round is a sibling (no recursion per batch)."""
+    walker = WorkflowWalker(workflow, WORKFLOW_NAME, {"workers": "7", "rounds": "1"})
+    walker.walk(lambda pod: None)
+    groups = {}
+    for node in walker.nodes:
+        if node.type == "Retry" and node.template in TRAINER_TEMPLATES:
+            groups.setdefault(node.name.rsplit(".", 1)[0], []).append(node.inputs["worker"])
+    assert list(groups.values()) == [[str(worker) for worker in range(7)]]
+
+
+@pytest.mark.parametrize("name", TRAINER_TEMPLATES)
+def test_trainers_hold_the_semaphore_of_the_limits_config_map(workflow, name):
+    """How many trainers run at once is a semaphore whose limit lives in workflows/limits.yaml."""
+    limits = load_yaml(WORKFLOWS_DIR / "limits.yaml")
+    (semaphore,) = templates(workflow)[name]["synchronization"]["semaphores"]
+    reference = semaphore["configMapKeyRef"]
+    assert reference["name"] == limits["metadata"]["name"]
+    assert int(limits["data"][reference["key"]]) >= 1
+
+
+def gpu_patch(pod) -> dict:
+    return yaml.safe_load(pod.template["podSpecPatch"])
 
 
 @pytest.mark.parametrize("gpus", ["1", "2"])
 def test_gpu_trainers_request_gpus_and_tolerate_the_gpu_taint(workflow, gpus):
+    """The GPU count is patched into the pod spec, after substitution, as a quantity."""
     trainers = [pod for pod in plan(workflow, {"gpus": gpus}) if pod.name.startswith("train-on-")]
     for pod in trainers:
         assert pod.name == "train-on-gpu"
-        assert pod.container["resources"]["limits"]["nvidia.com/gpu"] == gpus
+        (patched,) = gpu_patch(pod)["containers"]
+        assert patched == {"name": "main", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod.template["tolerations"]
 
 
@@ -242,7 +308,7 @@ def test_cpu_trainers_ask_for_no_gpu(workflow):
     for pod in trainers:
         assert pod.name == "train-on-cpu"
         assert not any("gpu" in resource for kind in pod.container["resources"].values() for resource in kind)
-        assert "tolerations" not in pod.template
+        assert "tolerations" not in pod.template and "podSpecPatch" not in pod.template
 
 
 def test_gpu_and_cpu_trainers_run_the_same_command(workflow):
@@ -254,11 +320,11 @@ def test_gpu_and_cpu_trainers_run_the_same_command(workflow):
 
 
 def test_trainer_conditions_are_exclusive(workflow):
-    """For any gpus value exactly one of the two trainer steps runs each worker."""
-    (batch_steps, _) = templates(workflow)["train-batch"]["steps"]
+    """For any gpus value exactly one of the two trainer fan-outs runs in a round."""
+    (train_steps, *_) = templates(workflow)["round"]["steps"]
     for gpus in ("0", "1", "4"):
-        scope = {**WorkflowWalker(workflow, WORKFLOW_NAME, {"gpus": gpus}).global_scope, "item": "0"}
-        chosen = [step["template"] for step in batch_steps if is_true(substitute(step["when"], scope))]
+        scope = WorkflowWalker(workflow, WORKFLOW_NAME, {"gpus": gpus}).global_scope
+        chosen = [step["template"] for step in train_steps if is_true(substitute(step["when"], scope))]
         assert len(chosen) == 1, (gpus, chosen)
 
 

@@ -1,0 +1,26 @@
+"""A run's accuracy per round, read from the metrics.json files the evaluator wrote: no TensorFlow."""
+
+from __future__ import annotations
+
+from common.atomic import read_json
+from common.layout import RunLayout
+
+
+def round_history(layout: RunLayout, last_round: int) -> list[dict]:
+    """Accuracy and loss of rounds 1..``last_round``; a round that was not evaluated is an error."""
+    history = []
+    for round_number in range(1, last_round + 1):
+        metrics_path = layout.metrics_path(round_number)
+        if not metrics_path.is_file():
+            raise ValueError(f"{metrics_path}: round {round_number} was not evaluated; run the evaluator first")
+        metrics = read_json(metrics_path)
+        history.append({"round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"]})
+    return history
+
+
+def evaluated_rounds(layout: RunLayout) -> list[dict]:
+    """The history of the rounds evaluated so far, up to the first one that was not (a run may have stopped)."""
+    last_round = 0
+    while layout.metrics_path(last_round + 1).is_file():
+        last_round += 1
+    return round_history(layout, last_round)
