@@ -182,6 +182,26 @@ def load_config(path: Path) -> RunConfig:
         raise ValueError(f"{path}: {error}") from None
 
 
+def count_or_all(text: str) -> int | None:
+    """A flag value that is a whole number, or ``all`` (None): the Argo workflow passes every flag as text."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
+
+
+def number_or_default(text: str) -> float | None:
+    """A flag value that is a number, or ``default`` (None: the strategy's own default)."""
+    if text == "default":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'default', got {text!r}") from None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that make up a RunConfig, shared by this command and the local runner."""
     defaults = RunConfig()
@@ -195,19 +215,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-model", type=Path, help="continue training this .h5 model instead of a fresh one")
     parser.add_argument("--model", choices=MODEL_ARCHITECTURES, default=defaults.model,
                         help="architecture of a fresh model: convnet (ours) or fedavg-cnn (McMahan et al. 2017)")
-    parser.add_argument("--clients-per-round", type=int, default=defaults.clients_per_round,
-                        help="workers sampled (seeded) to train each round (default: all)")
+    parser.add_argument("--clients-per-round", type=count_or_all, default=defaults.clients_per_round,
+                        help="workers sampled (seeded) to train each round, or 'all' (the default)")
     parser.add_argument("--strategy", choices=SERVER_STRATEGIES, default=defaults.strategy,
                         help="server update: fedavg, fedavgm (momentum), fedadam or fedyogi (Reddi et al. 2021)")
-    parser.add_argument("--server-learning-rate", type=float,
-                        help="server step size (default: fedavgm 1.0, fedadam 0.1, fedyogi 0.01)")
-    parser.add_argument("--server-momentum", type=float, help="fedavgm's momentum (default 0.9)")
-    parser.add_argument("--server-beta1", type=float, help="fedadam/fedyogi first-moment decay (default 0.9)")
-    parser.add_argument("--server-beta2", type=float, help="fedadam/fedyogi second-moment decay (default 0.99)")
-    parser.add_argument("--server-tau", type=float, help="fedadam/fedyogi adaptivity (default 1e-9 and 1e-3)")
+    parser.add_argument("--server-learning-rate", type=number_or_default,
+                        help="server step size, or 'default' (fedavgm 1.0, fedadam 0.1, fedyogi 0.01)")
+    parser.add_argument("--server-momentum", type=number_or_default, help="fedavgm's momentum (default 0.9)")
+    parser.add_argument("--server-beta1", type=number_or_default, help="fedadam/fedyogi first-moment decay (default 0.9)")
+    parser.add_argument("--server-beta2", type=number_or_default, help="fedadam/fedyogi second-moment decay (default 0.99)")
+    parser.add_argument("--server-tau", type=number_or_default, help="fedadam/fedyogi adaptivity (default 1e-9 and 1e-3)")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation,
                         help="combine clients by weighted mean, coordinate-wise median or trimmed mean")
-    parser.add_argument("--trim-fraction", type=float,
+    parser.add_argument("--trim-fraction", type=number_or_default,
                         help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})")
     parser.add_argument("--proximal-mu", type=float, default=defaults.proximal_mu,
                         help="FedProx proximal term weight on the clients (0: plain local training)")
