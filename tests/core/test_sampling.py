@@ -121,3 +121,35 @@ def test_a_sampling_run_without_its_round_file_is_refused(sampled_round, capsys)
 def test_expect_must_match_the_runs_workers(sampled_round, capsys):
     assert run_aggregator(sampled_round, expect=2) == 2
     assert "--expect 2, but" in capsys.readouterr().err
+
+
+def test_sample_command_records_prints_and_writes_the_round_s_clients(tmp_path, capsys):
+    """What the Argo workflow's sample step runs: the list on stdout and in --output, recorded once."""
+    from aggregator.sample import main as sample_main
+
+    layout = RunLayout(tmp_path, RUN_ID)
+    save_config(layout.config_path, RunConfig(workers=10, clients_per_round=3, rounds=2, seed=5))
+    output = tmp_path / "pod-tmp" / "clients.json"
+    arguments = ["--volume", str(tmp_path), "--run-id", RUN_ID, "--round", "2", "--output", str(output)]
+    assert sample_main(arguments) == 0
+    expected = sample_clients(10, 3, seed=5, round_number=2)
+    assert json.loads(capsys.readouterr().out) == json.loads(output.read_text()) == expected
+    assert json.loads(layout.sampled_clients_path(2).read_text()) == expected
+    layout.sampled_clients_path(2).write_text(json.dumps([0, 1, 2]))  # a record is never drawn again
+    assert sample_main(arguments) == 0 and json.loads(output.read_text()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("round_number, message", [("3", "between 1 and the run's 2 rounds"), ("0", "between 1")])
+def test_sample_command_refuses_a_round_the_run_does_not_have(tmp_path, capsys, round_number, message):
+    from aggregator.sample import main as sample_main
+
+    save_config(RunLayout(tmp_path, RUN_ID).config_path, RunConfig(workers=4, rounds=2))
+    assert sample_main(["--volume", str(tmp_path), "--run-id", RUN_ID, "--round", round_number]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sample_command_needs_an_initialized_run(tmp_path, capsys):
+    from aggregator.sample import main as sample_main
+
+    assert sample_main(["--volume", str(tmp_path), "--run-id", RUN_ID, "--round", "1"]) == 2
+    assert "no such run configuration" in capsys.readouterr().err
