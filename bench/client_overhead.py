@@ -1,66 +1,87 @@
 """What a round costs with 3, 100 and 1000 clients on the same 60k images: the fixed cost each task pays.
 
-    .venv/bin/python -m bench.client_overhead [--clients 3 100 1000] [--rounds 2] [--repo DIR]
+    .venv/bin/python -m bench.client_overhead [--clients 3 100 1000] [--rounds 3]
 
-Each size is one whole ``python -m runner`` process (``--repo`` picks the source tree, e.g. an export of an
-older commit, to compare); a round's seconds (train + aggregate + evaluate) come from its metrics.json.
-Round 1 includes starting the worker processes; round 2 on is the steady state the ratio uses. The
-overhead per task is the extra worker-seconds a round with N clients costs over one with the fewest,
-spread over the extra tasks: (round_N - round_3) x parallelism / (N - 3).
+One runner worker pool (the real one, runner/pool.py) runs one run per client count in one volume, and
+the runs' rounds interleave: round 1 of each size, then round 2 of each, ... so that load from elsewhere
+on the machine falls on all sizes alike. A round is what the runner does (train every client, FedAvg,
+accuracy test). Round 1 also starts the workers; medians of rounds 2 on are the steady state. Overhead
+per task is the extra worker-seconds of N clients over the fewest, spread over the extra tasks:
+(round_N - round_fewest) x parallelism / (N - fewest).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
+
+from common.runconfig import RunConfig, save_config
+from common.layout import RunLayout
+from runner.pool import initialize_in_pool, make_progress_queue
+from runner.run import LiveProgress, WorkerPool, complete_round
+from splitter.split import write_shards
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_rounds(repo: Path, data: Path, clients: int, rounds: int, parallelism: int) -> list[float]:
-    """Seconds of each round of a fresh run with ``clients`` workers."""
-    with tempfile.TemporaryDirectory() as volume:
-        command = [sys.executable, "-m", "runner", "--volume", volume, "--data", str(data), "--workers", str(clients),
-                   "--rounds", str(rounds), "--run-id", "bench", "--parallelism", str(parallelism)]
-        environment = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        subprocess.run(command, cwd=repo, env=environment, check=True, stdout=subprocess.DEVNULL)
-        rounds_dir = Path(volume) / "runs" / "bench" / "rounds"
-        return [
-            sum(json.loads((rounds_dir / f"round-{number:03d}" / "metrics.json").read_text())["seconds"].values())
-            for number in range(1, rounds + 1)
-        ]
+def measure_rounds(runs: dict, rounds: int, data: Path, workers: WorkerPool, seconds: dict[int, list[float]]) -> None:
+    """Round 1 of every run, then round 2 of every run, ...; appends each round's wall seconds."""
+    for round_number in range(1, rounds + 1):
+        for clients, (layout, config, live) in runs.items():
+            started = time.perf_counter()
+            metrics = complete_round(layout, config, round_number, data, workers, live)
+            seconds[clients].append(time.perf_counter() - started)
+            phases = ", ".join(f"{name} {value:.1f}" for name, value in metrics["seconds"].items())
+            print(f"round {round_number}, {clients:4d} clients: {seconds[clients][-1]:.1f} s ({phases}); "
+                  f"accuracy {metrics['accuracy']:.4f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 100, 1000])
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per run (2 or more: round 1 is the warm-up)")
-    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="source tree to run (default: this one)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per size (2 or more: round 1 is the warm-up)")
     parser.add_argument("--data", type=Path, default=REPO_ROOT / "volume" / "data" / "mnist.npz")
     parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     if args.rounds < 2:
         raise SystemExit("--rounds must be at least 2")
-    steady: dict[int, float] = {}
-    for clients in args.clients:
-        started = time.perf_counter()
-        seconds = run_rounds(args.repo.resolve(), args.data.resolve(), clients, args.rounds, args.parallelism)
-        steady[clients] = sorted(seconds[1:])[len(seconds[1:]) // 2]
-        print(f"{clients:5d} clients: rounds {', '.join(f'{value:.1f}' for value in seconds)} s "
-              f"(whole run {time.perf_counter() - started:.1f} s)", flush=True)
+    quiet = Console(file=io.StringIO())
+    seconds: dict[int, list[float]] = {clients: [] for clients in args.clients}
+    with tempfile.TemporaryDirectory() as volume:
+        progress_queue = make_progress_queue()
+        workers = WorkerPool(args.parallelism, progress_queue)
+        runs = {}
+        try:
+            for clients in args.clients:
+                config = RunConfig(workers=clients, rounds=args.rounds)
+                layout = RunLayout(Path(volume), f"clients-{clients}")
+                save_config(layout.config_path, config)
+                workers.run("the initial model", initialize_in_pool, volume, layout.run_id, config)
+                write_shards(layout, args.data, clients, config.split, config.alpha, config.seed)
+                runs[clients] = (layout, config, LiveProgress(quiet, config, progress_queue))
+            # The largest run's progress display drains the trainers' progress messages of every run.
+            with runs[max(runs)][2]:
+                measure_rounds(runs, args.rounds, args.data, workers, seconds)
+        finally:
+            workers.close()
+
+    steady = {clients: statistics.median(values[1:]) for clients, values in seconds.items()}
     fewest = min(steady)
-    for clients, seconds in steady.items():
+    print(f"{fewest:4d} clients: steady round {steady[fewest]:.1f} s (median of rounds 2-{args.rounds})")
+    for clients in args.clients:
         if clients == fewest:
             continue
-        overhead = (seconds - steady[fewest]) * args.parallelism / (clients - fewest)
-        print(f"{clients:5d} clients: steady round {seconds:.1f} s = {seconds / steady[fewest]:.2f} x the "
-              f"{fewest}-client round ({steady[fewest]:.1f} s); overhead {overhead:.3f} s per extra task")
+        overhead = (steady[clients] - steady[fewest]) * args.parallelism / (clients - fewest)
+        print(f"{clients:4d} clients: steady round {steady[clients]:.1f} s = {steady[clients] / steady[fewest]:.2f} x "
+              f"the {fewest}-client round; overhead {overhead:.3f} s per extra task")
     return 0
 
 

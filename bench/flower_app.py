@@ -5,7 +5,8 @@
 Runs only in the benchmark's own venv (bench/flower-requirements.txt). Like our runner, each of the
 clients trains one epoch per round (batch 64, the round's learning rate, a fresh optimizer) and the
 server evaluates the FedAvg result on the 10k test images after every round. Each Ray worker keeps its
-compiled model between rounds, as our trainer processes do, so the two compare frameworks, not habits.
+compiled model between rounds and trains with our trainer's loop (trainer.train.train_epochs), as our
+trainer processes do, so the two compare the frameworks around the training, not the training.
 Prints the final accuracy as JSON.
 """
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             import keras
 
             from common.model import learning_rate_for_round
-            from trainer.train import client_seed, reset_training_state
+            from trainer.train import client_seed, reset_training_state, train_epochs
 
             model = kept_model()
             model.set_weights(parameters)
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             keras.utils.set_random_seed(seed)
             reset_training_state(model, learning_rate_for_round(int(config["round"])), seed)
             indices, mnist = shards[self.partition], kept_data()
-            model.fit(to_model_input(mnist.x_train[indices]), mnist.y_train[indices],
-                      batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+            train_epochs(model, to_model_input(mnist.x_train[indices]), mnist.y_train[indices], args.epochs,
+                         args.batch_size, shuffle_seed=seed, callbacks=[])
             return model.get_weights(), len(indices), {}
 
     def client_fn(context: Context):

@@ -22,6 +22,7 @@ from common.runconfig import RunConfig
 
 # Linux's prctl option that delivers a signal to a process when its parent dies.
 PR_SET_PDEATHSIG = 1
+WORKER_MEMORY_GROWTH_ALLOWED = 16 << 30  # bytes
 
 
 class WorkerState:
@@ -87,10 +88,12 @@ def initialize_in_pool(volume: str, run_id: str, config: RunConfig) -> str:
 
 
 def evaluate_in_pool(model_path: str, data: str) -> dict:
-    """Pool task: the accuracy test of one model file."""
+    """Pool task: the accuracy test of one model file, in this process's kept model if it has one."""
     from evaluator.evaluate import evaluate
 
-    return evaluate(Path(model_path), Path(data))
+    # Safe to overwrite its weights: the trainer sets its model's weights at the start of every client.
+    kept_model = _worker_state.client_trainer.model if _worker_state.client_trainer else None
+    return evaluate(Path(model_path), Path(data), kept_model)
 
 
 def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epochs: int, batch_size: int, seed: int) -> dict:
@@ -136,4 +139,7 @@ def make_worker_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
         context=get_context("loky"),
         initializer=start_worker_process,
         initargs=(os.getpid(), threads_per_process(parallelism), progress_queue),
+        # loky restarts a worker whose memory grew 300 MB past its size after the first task, taking it for a
+        # leak; ours grow on purpose (the kept model, the test set) and a restart would throw that away.
+        env={"LOKY_MAX_MEMORY_LEAK_SIZE": str(WORKER_MEMORY_GROWTH_ALLOWED)},
     )

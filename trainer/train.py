@@ -89,15 +89,12 @@ class ClientTrainer:
         start_sha256 = self.prepare(
             start_model_path, learning_rate_for_round(round_number), client_seed(seed, round_number, worker)
         )
-        callbacks = [
-            keras.callbacks.TensorBoard(
-                log_dir=str(layout.tensorboard_dir(round_number, worker)), write_graph=False, profile_batch=0
-            )
-        ]
-        if progress is not None:
-            callbacks.append(make_progress_callback(progress, epochs))
-        history = self.model.fit(
-            to_model_input(images), labels, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks
+        tensorboard = keras.callbacks.TensorBoard(
+            log_dir=str(layout.tensorboard_dir(round_number, worker)), write_graph=False, profile_batch=0
+        )
+        logs = train_epochs(
+            self.model, to_model_input(images), labels, epochs, batch_size,
+            shuffle_seed=client_seed(seed, round_number, worker), callbacks=[tensorboard], progress=progress,
         )
         metadata = {
             "run_id": layout.run_id,
@@ -109,8 +106,8 @@ class ClientTrainer:
         save_model_with_metadata(self.model, layout.client_model_path(round_number, worker), metadata)
         return {
             **metadata,
-            "train_loss": float(history.history["loss"][-1]),
-            "train_accuracy": float(history.history["accuracy"][-1]),
+            "train_loss": logs["loss"],
+            "train_accuracy": logs["accuracy"],
             "seconds": time.monotonic() - started,
         }
 
@@ -144,18 +141,44 @@ def argo_progress_writer() -> ProgressCallback | None:
     return write
 
 
-def make_progress_callback(report: ProgressCallback, epochs: int):
-    """A Keras callback that reports (batches done, batches in all epochs) after every batch."""
+def train_epochs(
+    model,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    shuffle_seed: int,
+    callbacks: list,
+    progress: ProgressCallback | None = None,
+) -> dict[str, float]:
+    """Minibatch training as ``model.fit`` does it (reshuffled every epoch, callbacks told of each epoch).
+
+    ``fit`` builds a new input pipeline on every call (about 0.7 s on TensorFlow, measured with cProfile),
+    which costs more than training a tiny client; batches from numpy go straight to the kept train step.
+    """
     import keras
 
-    class BatchProgress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.total = epochs * (self.params.get("steps") or 0)
-            self.done = 0
-            report(0, self.total)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.done += 1
-            report(self.done, self.total)
-
-    return BatchProgress()
+    steps_per_epoch = -(-len(labels) // batch_size)
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, model=model, epochs=epochs, steps=steps_per_epoch, verbose=0
+    )
+    shuffler = np.random.default_rng(shuffle_seed)
+    total_steps, logs = epochs * steps_per_epoch, {}
+    if progress is not None:
+        progress(0, total_steps)
+    callback_list.on_train_begin()
+    for epoch in range(epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        order = shuffler.permutation(len(labels))
+        for step in range(steps_per_epoch):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            callback_list.on_train_batch_begin(step)
+            logs = model.train_on_batch(inputs[batch], labels[batch], return_dict=True)
+            callback_list.on_train_batch_end(step, logs)
+            if progress is not None:
+                progress(epoch * steps_per_epoch + step + 1, total_steps)
+        logs = {name: float(value) for name, value in logs.items()}
+        callback_list.on_epoch_end(epoch, logs)
+    callback_list.on_train_end(logs)
+    return logs
