@@ -1,1 +1,1 @@
-"""FedAvg over the trainers' h5 weights, with h5py and numpy only (no TensorFlow)."""
+"""Aggregation of the trainers' h5 weights (FedAvg, server optimizers, robust statistics) with h5py and numpy only."""

@@ -1,4 +1,8 @@
-"""Command line: ``python -m aggregator --volume V --run-id R --round N --expect WORKERS``."""
+"""Command line: ``python -m aggregator --volume V --run-id R --round N --expect WORKERS``.
+
+The strategy (fedavg, fedavgm, fedadam, fedyogi) and the aggregation (mean, median, trimmed-mean) come from the
+run's ``run.json``, so they cannot change between rounds; a run without one is plain FedAvg.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,16 @@ from common.layout import RunLayout
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m aggregator",
-        description="FedAvg one round's client models (weighted by num_examples) into the round's global model.",
+        description="Combine one round's client models into the round's global model with the run's strategy.",
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")
-    parser.add_argument("--expect", type=int, required=True, help="number of client models the round must have")
+    parser.add_argument(
+        "--expect", type=int, required=True,
+        help="the run's number of workers: the round needs a model from each, or from each worker listed in the "
+        "round's clients.json when the run samples clients",
+    )
     return parser
 
 
@@ -29,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = RunLayout(args.volume, args.run_id)
     summary = aggregate_round(layout, args.round, args.expect)
     print(
-        f"round {args.round}: averaged {summary['num_clients']} clients "
-        f"({summary['num_examples']} examples) into {layout.global_model_path(args.round)}"
+        f"round {args.round}: {summary['strategy']} on the {summary['aggregation']} of {summary['num_clients']} "
+        f"clients ({summary['num_examples']} examples) into {layout.global_model_path(args.round)}"
     )
     return 0
 

@@ -65,10 +65,12 @@ class FedAvgAccumulator:
         self.total_examples += num_examples
         self.num_clients += 1
 
-    def result(self) -> dict[object, np.ndarray]:
-        """The weighted average of every array added so far, in each array's original dtype."""
+    def mean(self) -> dict[object, np.ndarray]:
+        """The weighted average of every array added so far, in float64 (what server optimizers start from)."""
         if not self.num_clients:
             raise ValueError("no clients were added")
-        return {
-            name: (total / self.total_examples).astype(self._dtypes[name]) for name, total in self._sums.items()
-        }
+        return {name: total / self.total_examples for name, total in self._sums.items()}
+
+    def result(self) -> dict[object, np.ndarray]:
+        """The weighted average of every array added so far, in each array's original dtype."""
+        return {name: average.astype(self._dtypes[name]) for name, average in self.mean().items()}

@@ -7,8 +7,10 @@
         shards/manifest.json                  per-shard counts and label histograms
         shards/shard-000.npz ...              one training shard per worker
         rounds/round-000/global.h5            the shared initial model
+        rounds/round-001/clients.json         the workers sampled to train this round (when sampling)
         rounds/round-001/client-000.h5 ...    each worker's model after local training
-        rounds/round-001/global.h5            their FedAvg: the next round's starting model
+        rounds/round-001/server-state.h5      the server optimizer's state after this round (fedavgm/fedadam/fedyogi)
+        rounds/round-001/global.h5            their aggregate: the next round's starting model
         rounds/round-001/metrics.json         its accuracy on the 10k test set
         logs/round-001/worker-000/            TensorBoard logs
       models/mnist/<version>/model.h5         published models (versions 1, 2, ...), newest served
@@ -123,6 +125,14 @@ class RunLayout:
 
     def client_model_path(self, round_number: int, worker: int) -> Path:
         return self.round_dir(round_number) / f"client-{worker:03d}.h5"
+
+    def sampled_clients_path(self, round_number: int) -> Path:
+        """The JSON list of workers sampled to train in ``round_number`` (absent: every worker trains)."""
+        return self.round_dir(round_number) / "clients.json"
+
+    def server_state_path(self, round_number: int) -> Path:
+        """The server optimizer's state (momentum, moments) after ``round_number``, beside its global model."""
+        return self.round_dir(round_number) / "server-state.h5"
 
     def metrics_path(self, round_number: int) -> Path:
         return self.round_dir(round_number) / "metrics.json"

@@ -1,4 +1,5 @@
-"""The one model definition: a small convnet for 28x28 digits, and how it is trained each round.
+"""The model definitions: our small convnet for 28x28 digits (the default), the FedAvg paper's MNIST CNN, and
+how they are trained each round.
 
 Everything that builds, trains or loads a model imports this file; nothing else defines layers.
 """
@@ -10,6 +11,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from common.runconfig import MODEL_ARCHITECTURES
+
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
 # Adam's usual step size for the first round, shrinking by this factor every round: later rounds
@@ -19,11 +22,20 @@ LEARNING_RATE = 1e-3
 LEARNING_RATE_DECAY_PER_ROUND = 0.8
 
 
-def build_model(seed: int | None = None) -> keras.Model:
-    """A compiled convnet; ``seed`` makes its initial weights reproducible (every trainer must share them)."""
+def build_model(seed: int | None = None, architecture: str = "convnet") -> keras.Model:
+    """A compiled model of ``architecture``; ``seed`` makes its initial weights reproducible (trainers share them)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"model must be one of {', '.join(MODEL_ARCHITECTURES)}, got {architecture!r}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
+    model = ARCHITECTURES[architecture]()
+    compile_model(model)
+    return model
+
+
+def convnet_layers() -> keras.Sequential:
+    """Our convnet (the default)."""
+    return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),
             # Two 3x3 convolutions before each pooling see 5x5 at the cost of 3x3s (as in VGG).
@@ -40,8 +52,28 @@ def build_model(seed: int | None = None) -> keras.Model:
         ],
         name="mnist_convnet",
     )
-    compile_model(model)
-    return model
+
+
+def fedavg_cnn_layers() -> keras.Sequential:
+    """The MNIST CNN of McMahan et al. 2017 ("Communication-Efficient Learning...", section 3): 1,663,370 weights."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            # "same" padding keeps 28x28 -> 14x14 -> 7x7, which gives the paper's parameter count.
+            layers.Conv2D(32, kernel_size=(5, 5), padding="same", activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(5, 5), padding="same", activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="mnist_fedavg_cnn",
+    )
+
+
+# The names RunConfig accepts (--model), each with its layers.
+ARCHITECTURES = {"convnet": convnet_layers, "fedavg-cnn": fedavg_cnn_layers}
 
 
 def learning_rate_for_round(round_number: int) -> float:

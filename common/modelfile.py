@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import h5py
@@ -117,3 +118,26 @@ def write_averaged_model(
                 output[WEIGHTS_GROUP][name][...] = array
             for key, value in metadata.items():
                 output.attrs[key] = value
+
+
+def read_weight_specs(handle: h5py.File) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Every weight's (shape, dtype) under ``model_weights``, without reading its values."""
+    specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+
+    def collect(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset):
+            specs[name] = (tuple(item.shape), item.dtype)
+
+    try:
+        handle[WEIGHTS_GROUP].visititems(collect)
+    except (OSError, RuntimeError, KeyError) as error:
+        raise ValueError(f"{handle.filename}: weights unreadable (truncated or corrupt?): {error}") from None
+    return specs
+
+
+def read_weight_block(handle: h5py.File, name: str, block: slice | EllipsisType) -> np.ndarray:
+    """Rows ``block`` (a slice of the first axis, or ``...`` for all) of one weight, read from the file alone."""
+    try:
+        return handle[WEIGHTS_GROUP][name][block]
+    except (OSError, RuntimeError, KeyError) as error:
+        raise ValueError(f"{handle.filename}: weight {name!r} unreadable (truncated or corrupt?): {error}") from None

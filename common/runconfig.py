@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from common.atomic import read_json, write_json
 
-SPLIT_STRATEGIES = ("iid", "dirichlet")
+SPLIT_STRATEGIES = ("iid", "dirichlet", "pathological")
+SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi")
+AGGREGATIONS = ("mean", "median", "trimmed-mean")
+MODEL_ARCHITECTURES = ("convnet", "fedavg-cnn")
+
+# Each server strategy's settings and their defaults. FedAdam and FedYogi: Flower's defaults, which follow
+# Reddi et al. 2021 (beta1 0.9, beta2 0.99; tau 1e-9 and 1e-3). FedAvgM: momentum 0.9 as in Hsu et al. 2019
+# (Flower's default of 0 would make it plain FedAvg). FedAvg uses the clients' aggregate as it is.
+SERVER_DEFAULTS: dict[str, dict[str, float]] = {
+    "fedavg": {},
+    "fedavgm": {"server_learning_rate": 1.0, "server_momentum": 0.9},
+    "fedadam": {"server_learning_rate": 0.1, "server_beta1": 0.9, "server_beta2": 0.99, "server_tau": 1e-9},
+    "fedyogi": {"server_learning_rate": 0.01, "server_beta1": 0.9, "server_beta2": 0.99, "server_tau": 1e-3},
+}
+SERVER_SETTINGS = ("server_learning_rate", "server_momentum", "server_beta1", "server_beta2", "server_tau")
+# Flower's FedTrimmedAvg default: cut 20 % of the clients from each end of every coordinate.
+DEFAULT_TRIM_FRACTION = 0.2
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line spelling of a RunConfig field."""
+    return field_name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -23,19 +45,109 @@ class RunConfig:
     alpha: float = 0.5  # Dirichlet concentration: smaller means more label skew per worker.
     seed: int = 0
     start_model: str | None = None  # a published model to continue training, or None for a fresh seeded one
+    model: str = "convnet"  # architecture of a fresh initial model (common/model.py)
+    clients_per_round: int | None = None  # workers sampled to train each round; None: all of them
+    strategy: str = "fedavg"  # how the server turns the clients' aggregate into the next global model
+    # Server optimizer settings; None means the strategy's default (SERVER_DEFAULTS), filled in on creation so
+    # run.json records the values used. A setting the strategy does not use must stay None.
+    server_learning_rate: float | None = None
+    server_momentum: float | None = None
+    server_beta1: float | None = None
+    server_beta2: float | None = None
+    server_tau: float | None = None
+    aggregation: str = "mean"  # mean weights clients by examples; median and trimmed-mean count each once
+    trim_fraction: float | None = None  # trimmed-mean: share of clients cut from each end (default 0.2)
+    proximal_mu: float = 0.0  # FedProx: weight of the clients' proximal term; 0 is plain local training
 
     def __post_init__(self) -> None:
         for name in ("workers", "rounds", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
-        if self.split not in SPLIT_STRATEGIES:
-            raise ValueError(f"split must be one of {', '.join(SPLIT_STRATEGIES)}, got {self.split!r}")
-        if not self.alpha > 0:
+            check_whole_number(name, getattr(self, name), minimum=1)
+        check_whole_number("seed", self.seed, minimum=0)
+        check_choice("split", self.split, SPLIT_STRATEGIES)
+        check_choice("model", self.model, MODEL_ARCHITECTURES)
+        check_choice("strategy", self.strategy, SERVER_STRATEGIES)
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        if not check_number("alpha", self.alpha) > 0:
             raise ValueError(f"alpha must be greater than 0, got {self.alpha!r}")
+        if self.clients_per_round is not None:
+            check_whole_number("clients_per_round", self.clients_per_round, minimum=1)
+            if self.clients_per_round > self.workers:
+                raise ValueError(
+                    f"clients-per-round must be at most workers ({self.workers}), got {self.clients_per_round}"
+                )
+        if not check_number("proximal_mu", self.proximal_mu) >= 0:
+            raise ValueError(f"proximal-mu must be at least 0, got {self.proximal_mu!r}")
+        self._resolve_server_settings()
+        self._resolve_trim_fraction()
+
+    def _resolve_server_settings(self) -> None:
+        defaults = SERVER_DEFAULTS[self.strategy]
+        for name in SERVER_SETTINGS:
+            value = getattr(self, name)
+            if name not in defaults:
+                if value is not None:
+                    users = [strategy for strategy, settings in SERVER_DEFAULTS.items() if name in settings]
+                    raise ValueError(f"{flag_name(name)} applies to {', '.join(users)}, not {self.strategy}")
+                continue
+            if value is None:
+                value = defaults[name]
+            value = check_number(name, value)
+            if name in ("server_learning_rate", "server_tau"):
+                if not value > 0:
+                    raise ValueError(f"{flag_name(name)} must be greater than 0, got {value!r}")
+            elif not 0 <= value < 1:
+                raise ValueError(f"{flag_name(name)} must be at least 0 and below 1, got {value!r}")
+            object.__setattr__(self, name, value)
+
+    def _resolve_trim_fraction(self) -> None:
+        if self.aggregation != "trimmed-mean":
+            if self.trim_fraction is not None:
+                raise ValueError(f"trim-fraction applies to trimmed-mean aggregation, not {self.aggregation}")
+            return
+        fraction = check_number("trim_fraction", DEFAULT_TRIM_FRACTION if self.trim_fraction is None else self.trim_fraction)
+        if not 0 <= fraction < 0.5:
+            raise ValueError(f"trim-fraction must be at least 0 and below 0.5, got {fraction!r}")
+        clients = self.clients_per_round or self.workers
+        if trimmed_per_end(clients, fraction) < 1:
+            raise ValueError(
+                f"trimmed-mean with trim-fraction {fraction} over {clients} clients per round trims none; "
+                f"raise trim-fraction to at least {1 / clients:.3g} (below 0.5) or use more clients"
+            )
+        object.__setattr__(self, "trim_fraction", fraction)
+
+    @property
+    def clients_each_round(self) -> int:
+        """How many clients train (and are aggregated) in each round."""
+        return self.clients_per_round or self.workers
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def trimmed_per_end(num_clients: int, trim_fraction: float) -> int:
+    """How many clients trimmed-mean cuts from each end of every coordinate (as scipy's trim_mean)."""
+    return int(trim_fraction * num_clients)
+
+
+def check_whole_number(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int of at least ``minimum``, else raise a ValueError naming the flag."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{flag_name(name)} must be a whole number of at least {minimum}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite number, else raise a ValueError naming the flag."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{flag_name(name)} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{flag_name(name)} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def save_config(path: Path, config: RunConfig) -> None:
@@ -57,12 +169,37 @@ def save_config(path: Path, config: RunConfig) -> None:
 
 
 def load_config(path: Path) -> RunConfig:
-    """Read ``run.json``."""
+    """Read ``run.json``; keys added since it was written take their defaults."""
     payload = read_json(path)
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a run configuration (expected a JSON object)")
+    unknown = sorted(set(payload) - {field.name for field in fields(RunConfig)})
+    if unknown:
+        raise ValueError(f"{path}: not a run configuration (unknown keys {unknown})")
     try:
         return RunConfig(**payload)
-    except TypeError as error:
-        raise ValueError(f"{path}: not a run configuration ({error})") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def count_or_all(text: str) -> int | None:
+    """A flag value that is a whole number, or ``all`` (None): the Argo workflow passes every flag as text."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
+
+
+def number_or_default(text: str) -> float | None:
+    """A flag value that is a number, or ``default`` (None: the strategy's own default)."""
+    if text == "default":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'default', got {text!r}") from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +213,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="Dirichlet concentration (split=dirichlet)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initial model, the split and training")
     parser.add_argument("--start-model", type=Path, help="continue training this .h5 model instead of a fresh one")
+    parser.add_argument("--model", choices=MODEL_ARCHITECTURES, default=defaults.model,
+                        help="architecture of a fresh model: convnet (ours) or fedavg-cnn (McMahan et al. 2017)")
+    parser.add_argument("--clients-per-round", type=count_or_all, default=defaults.clients_per_round,
+                        help="workers sampled (seeded) to train each round, or 'all' (the default)")
+    parser.add_argument("--strategy", choices=SERVER_STRATEGIES, default=defaults.strategy,
+                        help="server update: fedavg, fedavgm (momentum), fedadam or fedyogi (Reddi et al. 2021)")
+    parser.add_argument("--server-learning-rate", type=number_or_default,
+                        help="server step size, or 'default' (fedavgm 1.0, fedadam 0.1, fedyogi 0.01)")
+    parser.add_argument("--server-momentum", type=number_or_default, help="fedavgm's momentum (default 0.9)")
+    parser.add_argument("--server-beta1", type=number_or_default, help="fedadam/fedyogi first-moment decay (default 0.9)")
+    parser.add_argument("--server-beta2", type=number_or_default, help="fedadam/fedyogi second-moment decay (default 0.99)")
+    parser.add_argument("--server-tau", type=number_or_default, help="fedadam/fedyogi adaptivity (default 1e-9 and 1e-3)")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation,
+                        help="combine clients by weighted mean, coordinate-wise median or trimmed mean")
+    parser.add_argument("--trim-fraction", type=number_or_default,
+                        help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})")
+    parser.add_argument("--proximal-mu", type=float, default=defaults.proximal_mu,
+                        help="FedProx proximal term weight on the clients (0: plain local training)")
 
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
@@ -89,4 +244,15 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
         alpha=args.alpha,
         seed=args.seed,
         start_model=str(args.start_model.resolve()) if args.start_model else None,
+        model=args.model,
+        clients_per_round=args.clients_per_round,
+        strategy=args.strategy,
+        server_learning_rate=args.server_learning_rate,
+        server_momentum=args.server_momentum,
+        server_beta1=args.server_beta1,
+        server_beta2=args.server_beta2,
+        server_tau=args.server_tau,
+        aggregation=args.aggregation,
+        trim_fraction=args.trim_fraction,
+        proximal_mu=args.proximal_mu,
     )

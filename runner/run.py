@@ -25,6 +25,7 @@ from common.atomic import read_json, write_json
 from common.layout import RunLayout, model_version_dir
 from common.modelfile import read_file_metadata, sha256_of_file
 from common.runconfig import RunConfig, save_config
+from common.sampling import clients_for_round
 from publisher.publish import publish
 from runner.pool import evaluate_in_pool, initialize_in_pool, make_progress_queue, make_worker_pool, train_in_pool
 from splitter.split import write_shards
@@ -124,14 +125,15 @@ class LiveProgress:
             elif done == total:  # each client reports its last batch exactly once
                 self.progress.advance(self.clients_task)
 
-    def start_round(self, round_number: int, pending_workers: list[int]) -> None:
+    def start_round(self, round_number: int, clients: list[int], pending_workers: list[int]) -> None:
+        """A round of ``clients`` (the sampled workers) of which ``pending_workers`` still have to train."""
         self.progress.update(self.rounds_task, description=f"round {round_number}")
         if not self.per_worker:
-            self.progress.update(self.clients_task, completed=self.workers - len(pending_workers))
+            self.progress.update(self.clients_task, total=len(clients), completed=len(clients) - len(pending_workers))
             return
         pending = set(pending_workers)
         for worker, task in enumerate(self.worker_tasks):
-            done = worker not in pending
+            done = worker not in pending  # trained already, or not sampled this round
             self.progress.update(task, completed=1 if done else 0, total=1 if done else None)
 
     def finish_round(self, round_number: int) -> None:
@@ -192,11 +194,9 @@ def complete_round(
     if not layout.global_model_path(round_number).is_file():
         started = time.monotonic()
         start_sha256 = sha256_of_file(layout.global_model_path(round_number - 1))
-        pending = [
-            worker for worker in range(config.workers)
-            if not client_is_done(layout, round_number, worker, start_sha256)
-        ]
-        live.start_round(round_number, pending)
+        clients = clients_for_round(layout, config, round_number)  # recorded once: a resume trains the same ones
+        pending = [worker for worker in clients if not client_is_done(layout, round_number, worker, start_sha256)]
+        live.start_round(round_number, clients, pending)
         if pending:
             train_round(workers.get(), layout, config, round_number, pending)
         seconds["train"] = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""Command line: ``python -m splitter --volume V --run-id R --workers N --split iid|dirichlet``."""
+"""Command line: ``python -m splitter --volume V --run-id R --workers N --split iid|dirichlet|pathological``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--workers", type=int, required=True, help="number of shards, one per trainer")
-    parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=defaults.split, help="iid (shuffled) or dirichlet (label skew)")
+    parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=defaults.split, help="iid (shuffled), dirichlet (label skew) or pathological (two label-sorted shards per worker)")
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="Dirichlet concentration; smaller is more skewed")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="makes the split reproducible")
     parser.add_argument("--data", type=Path, help="MNIST npz (default: <volume>/data/mnist.npz)")

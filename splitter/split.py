@@ -8,7 +8,7 @@ from common.atomic import read_json, write_json
 from common.data import load_mnist, save_shard
 from common.layout import RunLayout
 from common.runconfig import SPLIT_STRATEGIES
-from splitter.strategies import dirichlet_split, iid_split, label_histogram
+from splitter.strategies import dirichlet_split, iid_split, label_histogram, pathological_split
 
 
 def split_indices(labels, workers: int, split: str, alpha: float, seed: int) -> list:
@@ -17,6 +17,8 @@ def split_indices(labels, workers: int, split: str, alpha: float, seed: int) -> 
         return iid_split(len(labels), workers, seed)
     if split == "dirichlet":
         return dirichlet_split(labels, workers, alpha, seed)
+    if split == "pathological":
+        return pathological_split(labels, workers, seed)
     raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_STRATEGIES)}")
 
 

@@ -38,6 +38,25 @@ def dirichlet_split(labels: np.ndarray, num_workers: int, alpha: float, seed: in
     return [np.sort(shard) for shard in shards]
 
 
+def pathological_split(labels: np.ndarray, num_workers: int, seed: int, shards_per_worker: int = 2) -> list[np.ndarray]:
+    """McMahan et al. 2017's non-IID split: sort by label, cut into 2 shards per worker, deal two to each."""
+    num_shards = shards_per_worker * num_workers
+    if isinstance(num_workers, (int, np.integer)) and not isinstance(num_workers, bool) and num_shards > len(labels):
+        raise ValueError(
+            f"pathological split cannot give {num_workers} workers {shards_per_worker} shards each: "
+            f"{len(labels)} examples make at most {len(labels) // shards_per_worker} workers"
+        )
+    check_worker_count(num_workers, len(labels))
+    rng = np.random.default_rng(seed)
+    # Shuffle first so the stable sort leaves each class in a seeded order, then cut the label-sorted
+    # sequence into equal runs (sizes differ by at most one when they cannot be equal).
+    shuffled = rng.permutation(len(labels))
+    by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    shards = np.array_split(by_label, num_shards)
+    dealt = rng.permutation(num_shards).reshape(num_workers, shards_per_worker)
+    return [np.sort(np.concatenate([shards[shard] for shard in worker_shards])) for worker_shards in dealt]
+
+
 def rebalance_empty_shards(shards: list[np.ndarray], rng: np.random.Generator) -> None:
     """Give each empty shard one example taken from the largest shard (tiny alpha can leave a worker empty)."""
     for worker, shard in enumerate(shards):

@@ -17,7 +17,7 @@ def initialize_run(layout: RunLayout, config: RunConfig) -> Path:
     from common.model import build_model, load_model
     from common.modelfile import save_model_with_metadata
 
-    model = build_model(seed=config.seed)
+    model = build_model(seed=config.seed, architecture=config.model)
     if config.start_model:
         start_model = Path(config.start_model)
         if not start_model.is_file():
@@ -29,7 +29,7 @@ def initialize_run(layout: RunLayout, config: RunConfig) -> Path:
         expected = [weight.shape for weight in model.weights]
         found = [weight.shape for weight in loaded.weights]
         if expected != found:
-            raise ValueError(f"--start-model {start_model}: its architecture differs from this project's model")
+            raise ValueError(f"--start-model {start_model}: its architecture is not the run's --model {config.model}")
         model = loaded
     save_model_with_metadata(model, initial_model_path, {"run_id": layout.run_id, "round": 0})
     return initial_model_path

@@ -15,7 +15,8 @@ RUN_ID = "run-a"
 def round_one(tmp_path, fake_model):
     """A run with an initial model and three valid round-1 clients of 1, 2 and 3 examples."""
     layout = RunLayout(tmp_path, RUN_ID)
-    fake_model(layout.global_model_path(0), {"dense/kernel": np.zeros((2, 2), np.float32)}, {"run_id": RUN_ID, "round": 0})
+    start_weights = {"dense/kernel": np.zeros((2, 2), np.float32), "dense/bias": np.zeros(2, np.float32)}
+    fake_model(layout.global_model_path(0), start_weights, {"run_id": RUN_ID, "round": 0})
     start_sha = sha256_of_file(layout.global_model_path(0))
     for worker, value in enumerate([1.0, 2.0, 3.0]):
         fake_model(

@@ -23,7 +23,7 @@ import ast
 import copy
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 TAG = re.compile(r"\{\{\s*(=?)\s*(.*?)\s*\}\}")
@@ -49,6 +49,7 @@ class ArgoNode:
     template: str | None
     inputs: dict[str, str] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)  # names of the child nodes
+    outputs: dict[str, str] = field(default_factory=dict)  # output parameters
 
 
 @dataclass
@@ -229,11 +230,17 @@ def expand_items(step: dict, scope: dict[str, str]) -> list[str | None]:
     return [None]
 
 
+OnPod = Callable[[PodRun], "dict[str, str] | None"]
+
+
 class WorkflowWalker:
     """Follows a Workflow's steps from its entrypoint, calling ``on_pod`` for every container step.
 
-    After a walk, ``nodes`` holds the status nodes Argo would have made and ``max_depth`` the deepest
-    template call, counted as Argo counts it.
+    ``on_pod`` may return the pod's output parameters (``{name: value}``); later steps of the same template
+    see them as ``{{steps.<step>.outputs.parameters.<name>}}`` (a ``withParam`` fan-out over a step's output,
+    say), and a steps template's own outputs are resolved from them. After a walk, ``nodes`` holds the status
+    nodes Argo would have made, ``max_depth`` the deepest template call as Argo counts it, and ``outputs`` the
+    entrypoint's output parameters (what `argo get` shows).
     """
 
     def __init__(self, workflow: dict, name: str, parameters: dict[str, str] | None = None,
@@ -247,30 +254,28 @@ class WorkflowWalker:
             self.global_scope[f"workflow.parameters.{key}"] = value
         self.nodes: list[ArgoNode] = []
         self.max_depth = 0
+        self.outputs: dict[str, str] = {}
+        self.pods: list[PodRun] = []
+        self.on_pod: OnPod = lambda pod: None
 
-    def walk(self, on_pod: Callable[[PodRun], None], entrypoint: str | None = None,
-             arguments: dict[str, str] | None = None, status: str = "Succeeded") -> list[PodRun]:
+    def walk(self, on_pod: OnPod, entrypoint: str | None = None, arguments: dict[str, str] | None = None,
+             status: str = "Succeeded") -> list[PodRun]:
         """Run the workflow (or one template of it) in Argo's order; returns the pods in that order.
 
         The ``onExit`` handler runs after the whole workflow (not after a single template), with
         ``{{workflow.status}}`` set to ``status``.
         """
-        pods: list[PodRun] = []
-        self.nodes, self.max_depth = [], 0
+        self.nodes, self.max_depth, self.pods, self.on_pod = [], 0, [], on_pod
         start = entrypoint or self.workflow["spec"]["entrypoint"]
-        for pod in self.visit(start, arguments or {}, self.name, self.name, depth=1):
-            on_pod(pod)
-            pods.append(pod)
+        self.outputs = self.visit(start, arguments or {}, self.name, self.name, depth=1)
         exit_handler = self.workflow["spec"].get("onExit")
         if entrypoint is None and exit_handler:
             self.global_scope["workflow.status"] = status
             try:
-                for pod in self.visit(exit_handler, {}, f"{self.name}.onExit", "onExit", depth=1):
-                    on_pod(pod)
-                    pods.append(pod)
+                self.visit(exit_handler, {}, f"{self.name}.onExit", "onExit", depth=1)
             finally:
                 del self.global_scope["workflow.status"]
-        return pods
+        return self.pods
 
     def template_scope(self, template: dict, arguments: dict[str, str], node: str) -> dict[str, str]:
         declared = {parameter["name"]: parameter for parameter in template.get("inputs", {}).get("parameters", [])}
@@ -294,8 +299,11 @@ class WorkflowWalker:
         return node
 
     def visit(self, template_name: str, arguments: dict[str, str], node: str, display_name: str,
-              depth: int) -> Iterator[PodRun]:
-        """One template call (executeTemplate in Argo): a node, and for steps its groups and their steps."""
+              depth: int) -> dict[str, str]:
+        """One template call (executeTemplate in Argo): a node, and for steps its groups and their steps.
+
+        Returns the template's output parameters.
+        """
         if depth >= MAX_STACK_DEPTH:
             raise MaxDepthExceeded(f"{node}: Maximum recursion depth exceeded ({depth} nested template calls; "
                                    f"Argo stops at {MAX_STACK_DEPTH})")
@@ -311,23 +319,38 @@ class WorkflowWalker:
             if "retryStrategy" in template:
                 retry = self.add_node(node, display_name, "Retry", template_name, arguments)
                 retry.children.append(f"{node}(0)")
-                self.add_node(f"{node}(0)", f"{display_name}(0)", "Pod", template_name, arguments)
+                pod_nodes = [retry, self.add_node(f"{node}(0)", f"{display_name}(0)", "Pod", template_name, arguments)]
             else:
-                self.add_node(node, display_name, "Pod", template_name, arguments)
-            yield PodRun(node=node, template=resolved, inputs=arguments)
-        elif "steps" in template:
+                pod_nodes = [self.add_node(node, display_name, "Pod", template_name, arguments)]
+            pod = PodRun(node=node, template=resolved, inputs=arguments)
+            self.pods.append(pod)
+            outputs = self.on_pod(pod) or {}
+            declared = {parameter["name"] for parameter in template.get("outputs", {}).get("parameters", [])}
+            if set(outputs) != declared and outputs:
+                raise WorkflowError(f"{node}: outputs {sorted(outputs)}, the template declares {sorted(declared)}")
+            for pod_node in pod_nodes:  # a retry node carries its last try's outputs
+                pod_node.outputs = outputs
+            return outputs
+        if "steps" in template:
             steps_node = self.add_node(node, display_name, "Steps", template_name, arguments)
             for index, group in enumerate(template["steps"]):
                 group_name = f"{node}[{index}]"
                 steps_node.children.append(group_name)
                 group_node = self.add_node(group_name, f"[{index}]", "StepGroup", None)
+                group_outputs = {}
                 for step in group:
-                    yield from self.visit_step(step, scope, group_node, depth)
-        else:
-            raise WorkflowError(f"{node}: template {template_name} is neither steps nor a container")
+                    for name, value in self.visit_step(step, scope, group_node, depth).items():
+                        group_outputs[f"steps.{step['name']}.outputs.parameters.{name}"] = value
+                scope = {**scope, **group_outputs}  # visible to the later groups only, as in Argo
+            return {parameter["name"]: substitute(parameter["valueFrom"]["parameter"], scope)
+                    for parameter in template.get("outputs", {}).get("parameters", [])}
+        raise WorkflowError(f"{node}: template {template_name} is neither steps nor a container")
 
-    def visit_step(self, step: dict, scope: dict[str, str], group: ArgoNode, depth: int) -> Iterator[PodRun]:
-        for index, item in enumerate(expand_items(step, scope)):
+    def visit_step(self, step: dict, scope: dict[str, str], group: ArgoNode, depth: int) -> dict[str, str]:
+        """The step's call (or its fan-out); returns its output parameters when it ran once."""
+        outputs: dict[str, str] = {}
+        items = expand_items(step, scope)
+        for index, item in enumerate(items):
             item_scope = scope if item is None else {**scope, "item": item}
             display_name = step["name"] if item is None else f"{step['name']}({index}:{item})"
             node = f"{group.name}.{display_name}"
@@ -339,4 +362,5 @@ class WorkflowWalker:
                 parameter["name"]: substitute(str(parameter["value"]), item_scope)
                 for parameter in step.get("arguments", {}).get("parameters", [])
             }
-            yield from self.visit(step["template"], step_arguments, node, display_name, depth + 1)
+            outputs = self.visit(step["template"], step_arguments, node, display_name, depth + 1)
+        return outputs if len(items) == 1 else {}

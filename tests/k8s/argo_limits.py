@@ -56,8 +56,10 @@ def node_status(workflow_name: str, node: ArgoNode, boundary: str) -> dict:
     status["resourcesDuration"] = {"cpu": 221, "memory": 884}
     if node.inputs:
         status["inputs"] = {"parameters": [{"name": key, "value": value} for key, value in node.inputs.items()]}
+    if node.outputs:
+        status["outputs"] = {"parameters": [{"name": key, "value": value} for key, value in node.outputs.items()]}
     if node.type == "Pod":
-        status["outputs"] = {"exitCode": "0"}
+        status["outputs"] = {**status.get("outputs", {}), "exitCode": "0"}
         status["hostNodeName"] = "gke-mnist-gpu-pool-4f6a2c1e-k8zt"
         status["taskResultSynced"] = True
         if node.name.endswith(")") and node.display_name.endswith("(0)"):
@@ -96,11 +98,12 @@ def workflow_size(workflow: dict, workflow_name: str, nodes: list[ArgoNode]) -> 
 def run_size(workflow: dict, workers: int, rounds: int, gpus: str = "1") -> dict[str, int]:
     """``workflow_size`` of a finished run with this many workers and rounds (no container runs)."""
     from argo_dryrun import WorkflowWalker
+    from workflow_plan import plan_walk
 
     name = "mnist-federated-x7k2p"
     walker = WorkflowWalker(workflow, name, {"workers": str(workers), "rounds": str(rounds), "gpus": gpus},
                             resolve_pods=False)
-    walker.walk(lambda pod: None)
+    plan_walk(walker)
     return workflow_size(workflow, name, walker.nodes)
 
 

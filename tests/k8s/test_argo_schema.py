@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from argo_dryrun import WorkflowWalker
+from workflow_plan import plan_walk
 from argo_schema import ARGO_VERSIONS, quantity_pattern, schema_errors, typed_templates
 from k8s_manifests import KUSTOMIZATIONS, REPO_ROOT, WORKFLOW_PATH, WORKFLOW_TEMPLATE_PATH, WORKFLOWS_DIR, kustomize_objects, load_yaml
 
@@ -94,7 +95,7 @@ def bad_quantities(quantities: list[tuple[str, str]]) -> list[str]:
 
 @pytest.mark.parametrize("parameters", QUANTITY_PLANS, ids=str)
 def test_every_workflow_quantity_matches_the_grammar_after_substitution(workflow, parameters):
-    pods = WorkflowWalker(workflow, "mnist-federated-q7x2z", parameters).walk(lambda pod: None)
+    pods = plan_walk(WorkflowWalker(workflow, "mnist-federated-q7x2z", parameters))
     quantities = [quantity for pod in pods for quantity in pod_quantities(pod)]
     assert quantities and bad_quantities(quantities) == []
 

@@ -42,7 +42,8 @@ pytestmark = pytest.mark.e2e  # real TensorFlow training on tiny MNIST: about a 
 
 WORKFLOW_NAME = "mnist-federated-dry7x"
 PARAMETERS = {
-    "workers": "2",
+    "workers": "3",
+    "clients-per-round": "2",  # each round trains the 2 workers its sample step drew, as the aggregator expects
     "rounds": "2",
     "epochs": "1",
     "batch-size": "32",
@@ -66,6 +67,7 @@ class StepRun:
 class DryRun:
     volume: Path  # what the claim held at the end
     steps: list[StepRun]
+    outputs: dict[str, str]  # the workflow's output parameters (`argo get`)
 
 
 def component_environment(**extra: str) -> dict[str, str]:
@@ -94,6 +96,8 @@ def outputs_of(module: str, arguments, layout: RunLayout) -> list[Path]:
         return [layout.metrics_path(arguments.round)]
     if module == "evaluator.summary":
         return [layout.summary_path]
+    if module == "aggregator.sample":
+        return [layout.sampled_clients_path(arguments.round)]
     if module == "publisher":
         version_dir = newest_version_dir(models_dir(layout.volume))
         assert version_dir is not None, "publisher published nothing"
@@ -112,7 +116,7 @@ def dry_run(workflow, claim_names, tiny_mnist, tmp_path_factory) -> DryRun:
               for spec_volume in workflow["spec"]["volumes"]}
     steps: list[StepRun] = []
 
-    def run_pod(pod: PodRun) -> None:
+    def run_pod(pod: PodRun) -> dict[str, str]:
         mounts = {}
         for mount in pod.container["volumeMounts"]:
             assert claims.get(mount["name"]) in claim_names, f"{pod.node}: mounts {mount['name']}, not the claim of nfs/"
@@ -133,14 +137,15 @@ def dry_run(workflow, claim_names, tiny_mnist, tmp_path_factory) -> DryRun:
         outputs = {parameter["name"]: map_path(parameter["valueFrom"]["path"], path_map).read_text().strip()
                    for parameter in declared}
         steps.append(StepRun(pod, module, parsed, output, progress_file, outputs))
+        return outputs  # Argo hands them to the later steps (the trainers' fan-out over the sampled clients)
 
     walker.walk(run_pod)
-    return DryRun(volume, steps)
+    return DryRun(volume, steps, walker.outputs)
 
 
 def test_every_step_runs_in_order(dry_run):
     steps = dry_run.steps
-    rounds = [["trainer", "trainer", "aggregator", "evaluator"]] * int(PARAMETERS["rounds"])
+    rounds = [["aggregator.sample", "trainer", "trainer", "aggregator", "evaluator"]] * int(PARAMETERS["rounds"])
     expected = ["trainer.init", "splitter"] + [module for round_modules in rounds for module in round_modules]
     assert [step.module for step in steps] == expected + ["evaluator", "publisher", "evaluator.summary"]
 
@@ -158,7 +163,7 @@ def test_each_round_trains_from_the_previous_rounds_model(dry_run):
 
 def test_trainers_report_progress_to_argo(dry_run):
     trainers = [step for step in dry_run.steps if step.module == "trainer"]
-    assert len(trainers) == int(PARAMETERS["workers"]) * int(PARAMETERS["rounds"])
+    assert len(trainers) == int(PARAMETERS["clients-per-round"]) * int(PARAMETERS["rounds"])
     for step in trainers:
         done, total = map(int, re.fullmatch(r"(\d+)/(\d+)\s*", step.progress_file.read_text()).groups())
         assert done == total > 0, step.pod.node
@@ -185,6 +190,11 @@ def test_output_parameters_and_summary_report_the_accuracy(dry_run):
     (accuracy_test,) = [step for step in dry_run.steps if step.pod.name == "accuracy-test"]
     assert float(accuracy_test.outputs["accuracy"]) == history[-1]
     assert json.loads(accuracy_test.outputs["accuracy-per-round"]) == history
+    assert float(dry_run.outputs["accuracy"]) == history[-1] and json.loads(dry_run.outputs["accuracy-per-round"]) == history
+    for number in range(1, rounds + 1):
+        sampled = json.loads(layout.sampled_clients_path(number).read_text())
+        trained = [step.arguments.worker for step in dry_run.steps if step.module == "trainer" and step.arguments.round == number]
+        assert trained == sampled and len(sampled) == int(PARAMETERS["clients-per-round"])
     summary = json.loads(layout.summary_path.read_text())
     assert summary["status"] == "Succeeded" and summary["published_version"] == 1
     assert [entry["round"] for entry in summary["history"]] == list(range(1, rounds + 1))

@@ -10,21 +10,30 @@ import pytest
 import yaml
 from hera.workflows.models import Workflow, WorkflowTemplate
 
+from common.sampling import sample_clients
+from workflow_plan import plan_walk
 from argo_dryrun import TAG, WorkflowError, WorkflowWalker, is_true, substitute
 from k8s_manifests import IMAGE_MNIST, IMAGE_USER, POD_SCRATCH, WORKFLOWS_DIR, load_yaml, local_arguments, parse_arguments, python_module
 
 WORKFLOW_NAME = "mnist-federated-x7k2p"  # what generateName "mnist-federated-" becomes
 MOUNT_PATH = "/mnt/volume"
 REQUIRED_PARAMETERS = {"workers", "rounds", "epochs", "batch-size", "split", "alpha", "seed", "image", "gpus",
-                       "pvc", "min-accuracy"}
-# Parameter sets the plan is checked with: defaults, CPU, several GPUs and workers, Dirichlet.
+                       "pvc", "min-accuracy", "clients-per-round", "model", "strategy", "server-learning-rate",
+                       "server-momentum", "server-beta1", "server-beta2", "server-tau", "aggregation", "trim-fraction",
+                       "proximal-mu"}
+# Parameter sets the plan is checked with: defaults, CPU, several GPUs and workers, Dirichlet, sampled clients
+# with a server optimizer and robust aggregation, the paper's pathological split and CNN with FedProx.
 PLANS = [
     {},
     {"gpus": "0", "workers": "2", "rounds": "2"},
     {"gpus": "2", "workers": "5", "rounds": "3"},
     {"split": "dirichlet", "alpha": "0.1", "rounds": "1", "workers": "1"},
+    {"workers": "10", "clients-per-round": "3", "rounds": "3", "strategy": "fedadam", "server-learning-rate": "0.01",
+     "aggregation": "trimmed-mean", "trim-fraction": "0.34"},
+    {"workers": "100", "clients-per-round": "10", "rounds": "2", "split": "pathological", "model": "fedavg-cnn",
+     "proximal-mu": "0.01", "strategy": "fedavgm", "server-momentum": "0.9"},
 ]
-RETRIED_TEMPLATES = ["train-on-gpu", "train-on-cpu", "aggregate", "evaluate"]
+RETRIED_TEMPLATES = ["sample", "train-on-gpu", "train-on-cpu", "aggregate", "evaluate"]
 TRAINER_TEMPLATES = ["train-on-gpu", "train-on-cpu"]
 
 
@@ -34,7 +43,7 @@ def templates(workflow: dict) -> dict[str, dict]:
 
 def plan(workflow: dict, parameters: dict[str, str]):
     """The pods the controller would start, in order, without running them."""
-    return WorkflowWalker(workflow, WORKFLOW_NAME, parameters).walk(lambda pod: None)
+    return plan_walk(WorkflowWalker(workflow, WORKFLOW_NAME, parameters))
 
 
 def pod_arguments(pod) -> tuple[str, list[str]]:
@@ -149,8 +158,8 @@ def strings_in(value) -> list[str]:
 
 def test_every_parameter_reference_is_declared(workflow):
     """{{inputs.parameters.x}} is an input of its template, {{workflow.parameters.x}} a workflow parameter,
-    {{item}} appears only in a step that fans out, {{steps.s.outputs.parameters.x}} names an earlier step whose
-    template declares that output, {{outputs.parameters.x}} and {{status}} only in a template's metrics, and
+    {{item}} appears only in a step that fans out, {{steps.s.outputs.parameters.x}} names a step of an earlier
+    group (or, in the template's outputs, any step) whose template declares that output, {{outputs.parameters.x}} and {{status}} only in a template's metrics, and
     {{workflow.status}} only in the exit handler."""
     global_names = {f"workflow.parameters.{parameter['name']}" for parameter in workflow["spec"]["arguments"]["parameters"]}
     global_names.add("workflow.name")
@@ -169,11 +178,15 @@ def test_every_parameter_reference_is_declared(workflow):
             assert set(names_in(text)) <= step_outputs, f"template {name} outputs: {text}"
         for text in strings_in(template.get("metrics", {})):
             assert set(names_in(text)) <= global_names | inputs | outputs | {"status"}, f"template {name} metrics: {text}"
-        for step in steps:
-            fans_out = any(key in step for key in ("withSequence", "withParam", "withItems"))
-            allowed = global_names | inputs | ({"item"} if fans_out else set())
-            for text in strings_in(step):
-                assert set(names_in(text)) <= allowed, f"template {name}, step {step['name']}: {text}"
+        earlier_outputs: set[str] = set()
+        for group in template.get("steps", []):
+            for step in group:
+                fans_out = any(key in step for key in ("withSequence", "withParam", "withItems"))
+                allowed = global_names | inputs | earlier_outputs | ({"item"} if fans_out else set())
+                for text in strings_in(step):
+                    assert set(names_in(text)) <= allowed, f"template {name}, step {step['name']}: {text}"
+            earlier_outputs |= {output for output in step_outputs
+                                if output.split(".")[1] in {step["name"] for step in group}}
 
 
 def test_every_pod_mounts_the_claim_of_nfs_at_one_path(workflow, claim_names):
@@ -254,28 +267,42 @@ def test_every_command_is_accepted_by_its_modules_parser(workflow, parameters):
 
 @pytest.mark.parametrize("parameters", PLANS, ids=str)
 def test_pipeline_order(workflow, parameters):
-    """init, split, then per round every worker once, FedAvg, evaluation; then the accuracy test, publish and,
-    as the exit handler, the summary."""
+    """init, split, then per round the sample, each sampled worker once, the aggregation, the evaluation; then
+    the accuracy test, publish and, as the exit handler, the summary."""
     values = WorkflowWalker(workflow, WORKFLOW_NAME, parameters).global_scope
     workers, rounds = int(values["workflow.parameters.workers"]), int(values["workflow.parameters.rounds"])
     trainer = "train-on-gpu" if int(values["workflow.parameters.gpus"]) > 0 else "train-on-cpu"
     expected = [("init", {}), ("split", {})]
+    per_round = values["workflow.parameters.clients-per-round"]
+    seed = int(values["workflow.parameters.seed"])
     for round_number in range(1, rounds + 1):
-        expected += [(trainer, {"round": str(round_number), "worker": str(worker)}) for worker in range(workers)]
+        clients = sample_clients(workers, None if per_round == "all" else int(per_round), seed, round_number)
+        expected += [("sample", {"round": str(round_number)})]
+        expected += [(trainer, {"round": str(round_number), "worker": str(worker)}) for worker in clients]
         expected += [("aggregate", {"round": str(round_number)}), ("evaluate", {"round": str(round_number)})]
     expected += [("accuracy-test", {}), ("publish", {}), ("summary", {})]
     assert [(pod.name, pod.inputs) for pod in plan(workflow, parameters)] == expected
 
 
-def test_all_workers_of_a_round_fan_out_from_one_step(workflow):
-    """One withSequence over `workers`: every trainer of a round is a sibling (no recursion per batch)."""
-    walker = WorkflowWalker(workflow, WORKFLOW_NAME, {"workers": "7", "rounds": "1"})
-    walker.walk(lambda pod: None)
+@pytest.mark.parametrize("per_round, expected", [("all", list(range(7))), ("3", sample_clients(7, 3, 0, 1))])
+def test_the_sampled_workers_of_a_round_fan_out_from_one_step(workflow, per_round, expected):
+    """One withParam over the sample step's list: every trainer of a round is a sibling (no recursion per batch)."""
+    walker = WorkflowWalker(workflow, WORKFLOW_NAME, {"workers": "7", "rounds": "1", "clients-per-round": per_round})
+    plan_walk(walker)
     groups = {}
     for node in walker.nodes:
         if node.type == "Retry" and node.template in TRAINER_TEMPLATES:
             groups.setdefault(node.name.rsplit(".", 1)[0], []).append(node.inputs["worker"])
-    assert list(groups.values()) == [[str(worker) for worker in range(7)]]
+    assert list(groups.values()) == [[str(worker) for worker in expected]]
+
+
+def test_run_configuration_reaches_trainer_init(workflow):
+    """Every parameter that shapes the run is a flag of trainer.init, so run.json records it (and a resubmitted
+    run with other values is refused)."""
+    (pod,) = [pod for pod in plan(workflow, PLANS[4]) if pod.name == "init"]
+    parsed = parse_arguments(*pod_arguments(pod))
+    assert (parsed.clients_per_round, parsed.strategy, parsed.server_learning_rate, parsed.aggregation,
+            parsed.trim_fraction, parsed.server_tau) == (3, "fedadam", 0.01, "trimmed-mean", 0.34, None)
 
 
 @pytest.mark.parametrize("name", TRAINER_TEMPLATES)
@@ -321,7 +348,8 @@ def test_gpu_and_cpu_trainers_run_the_same_command(workflow):
 
 def test_trainer_conditions_are_exclusive(workflow):
     """For any gpus value exactly one of the two trainer fan-outs runs in a round."""
-    (train_steps, *_) = templates(workflow)["round"]["steps"]
+    (train_steps,) = [group for group in templates(workflow)["round"]["steps"]
+                      if {step["name"] for step in group} == {"train-on-gpu", "train-on-cpu"}]
     for gpus in ("0", "1", "4"):
         scope = WorkflowWalker(workflow, WORKFLOW_NAME, {"gpus": gpus}).global_scope
         chosen = [step["template"] for step in train_steps if is_true(substitute(step["when"], scope))]

@@ -1,0 +1,117 @@
+"""The run configuration's new fields: defaults, one-line validation, flags, and run.json files from before them."""
+
+import argparse
+import json
+import re
+
+import pytest
+
+from common.runconfig import RunConfig, add_config_arguments, config_from_arguments, load_config, save_config
+from trainer.init import main as init_main
+
+# run.json as written before strategies, sampling and architectures existed.
+OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split": "iid", "alpha": 0.5, "seed": 0,
+                "start_model": None}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"clients_per_round": 4}, "clients-per-round must be at most workers (3), got 4"),
+        ({"clients_per_round": 0}, "clients-per-round must be a whole number of at least 1"),
+        ({"clients_per_round": 1.5}, "clients-per-round must be a whole number"),
+        ({"strategy": "fedprox"}, "strategy must be one of fedavg, fedavgm, fedadam, fedyogi"),
+        ({"aggregation": "krum"}, "aggregation must be one of mean, median, trimmed-mean"),
+        ({"model": "resnet"}, "model must be one of convnet, fedavg-cnn"),
+        ({"split": "shards"}, "split must be one of iid, dirichlet, pathological"),
+        ({"proximal_mu": -0.01}, "proximal-mu must be at least 0"),
+        ({"proximal_mu": float("nan")}, "proximal-mu must be a finite number"),
+        ({"seed": -1}, "seed must be a whole number of at least 0"),
+        ({"aggregation": "trimmed-mean", "workers": 10, "trim_fraction": 0.5}, "trim-fraction must be at least 0 and below 0.5"),
+        ({"aggregation": "trimmed-mean", "workers": 10, "trim_fraction": -0.1}, "trim-fraction must be at least 0"),
+        ({"aggregation": "trimmed-mean"}, "trims none"),  # 0.2 x 3 clients cuts nobody
+        ({"aggregation": "trimmed-mean", "workers": 10, "clients_per_round": 4}, "over 4 clients per round trims none"),
+        ({"trim_fraction": 0.2}, "trim-fraction applies to trimmed-mean aggregation, not mean"),
+        ({"server_learning_rate": 0.5}, "server-learning-rate applies to fedavgm, fedadam, fedyogi, not fedavg"),
+        ({"strategy": "fedadam", "server_momentum": 0.9}, "server-momentum applies to fedavgm, not fedadam"),
+        ({"strategy": "fedavgm", "server_momentum": 1.0}, "server-momentum must be at least 0 and below 1"),
+        ({"strategy": "fedadam", "server_beta1": -0.1}, "server-beta1 must be at least 0 and below 1"),
+        ({"strategy": "fedyogi", "server_beta2": 1.0}, "server-beta2 must be at least 0 and below 1"),
+        ({"strategy": "fedyogi", "server_tau": 0.0}, "server-tau must be greater than 0"),
+        ({"strategy": "fedadam", "server_learning_rate": float("inf")}, "server-learning-rate must be a finite number"),
+        ({"strategy": "fedavgm", "server_learning_rate": -1.0}, "server-learning-rate must be greater than 0"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line(settings, message):
+    with pytest.raises(ValueError) as raised:
+        RunConfig(**settings)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_each_strategy_records_its_default_settings():
+    assert RunConfig().server_learning_rate is None and RunConfig().server_tau is None
+    assert RunConfig(strategy="fedavgm").server_momentum == 0.9
+    adam = RunConfig(strategy="fedadam")
+    assert (adam.server_learning_rate, adam.server_beta1, adam.server_beta2, adam.server_tau) == (0.1, 0.9, 0.99, 1e-9)
+    yogi = RunConfig(strategy="fedyogi", server_learning_rate=0.03)
+    assert (yogi.server_learning_rate, yogi.server_beta1, yogi.server_beta2, yogi.server_tau) == (0.03, 0.9, 0.99, 1e-3)
+    assert yogi.server_momentum is None
+    assert RunConfig(aggregation="trimmed-mean", workers=5).trim_fraction == 0.2
+    # Spelling out a default is the same configuration (a resume with or without the flag).
+    assert RunConfig(strategy="fedadam", server_beta2=0.99) == adam
+
+
+def test_defaults_keep_todays_run():
+    config = RunConfig()
+    assert (config.strategy, config.aggregation, config.model) == ("fedavg", "mean", "convnet")
+    assert config.clients_per_round is None and config.clients_each_round == 3 and config.proximal_mu == 0.0
+
+
+def test_an_old_run_json_loads_with_the_new_defaults(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(OLD_RUN_JSON))
+    config = load_config(path)
+    assert config == RunConfig(**OLD_RUN_JSON) == RunConfig()
+    save_config(path, RunConfig())  # resuming an old run with today's flags is the same run
+    assert json.loads(path.read_text()) == OLD_RUN_JSON  # and leaves its file alone
+
+
+def test_a_resume_with_another_strategy_model_or_sampling_is_refused(tmp_path):
+    path = tmp_path / "run.json"
+    save_config(path, RunConfig(workers=10, strategy="fedadam", clients_per_round=3))
+    for changed in ({"strategy": "fedyogi"}, {"model": "fedavg-cnn"}, {"clients_per_round": 4},
+                    {"server_learning_rate": 0.2}, {"aggregation": "median"}):
+        settings = {"workers": 10, "strategy": "fedadam", "clients_per_round": 3, **changed}
+        with pytest.raises(ValueError, match="different configuration"):
+            save_config(path, RunConfig(**settings))
+
+
+@pytest.mark.parametrize("payload, message", [({"workers": 3, "colour": "red"}, "unknown keys ['colour']"),
+                                              ([1, 2], "expected a JSON object"),
+                                              ({"strategy": "sgd"}, "strategy must be one of")])
+def test_a_bad_run_json_is_refused(tmp_path, payload, message):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_the_flags_make_the_config():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--workers", "100", "--clients-per-round", "10", "--strategy", "fedyogi", "--server-tau",
+                              "0.01", "--aggregation", "trimmed-mean", "--trim-fraction", "0.1", "--model",
+                              "fedavg-cnn", "--proximal-mu", "0.01", "--split", "pathological"])
+    config = config_from_arguments(args)
+    assert (config.workers, config.clients_per_round, config.strategy, config.server_tau) == (100, 10, "fedyogi", 0.01)
+    assert (config.aggregation, config.trim_fraction, config.model, config.proximal_mu) == ("trimmed-mean", 0.1, "fedavg-cnn", 0.01)
+    assert config.split == "pathological" and config.server_learning_rate == 0.01
+    assert config_from_arguments(parser.parse_args([])) == RunConfig()
+
+
+def test_a_bad_flag_is_one_line_before_anything_is_written(tmp_path, capsys):
+    code = init_main(["--volume", str(tmp_path), "--run-id", "r", "--workers", "3", "--clients-per-round", "5"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert "clients-per-round must be at most workers (3), got 5" in error
+    assert not (tmp_path / "runs").exists()
