@@ -89,6 +89,7 @@ def test_the_model_page_shows_how_the_model_was_made(ready_client):
     assert "Model version 1" in html and "quick-model" in html
     assert "<polyline" in html  # accuracy per round
     assert html.count('<td class="hit"') == 10  # the confusion matrix's diagonal
+    assert "our convnet" in html and "fedavg over the mean of every client" in html
 
 
 def test_api_model_returns_the_info_json(ready_client):
@@ -387,3 +388,22 @@ def test_create_app_reads_the_model_dir_from_the_environment(monkeypatch, tmp_pa
 
     assert app.config["MODEL_DIR"] == str(tmp_path / "elsewhere")
     assert str(app.extensions["mnist_model_store"].models_dir) == str(tmp_path / "elsewhere")
+
+
+def test_the_model_page_names_the_architecture_and_the_server_strategy(tmp_path, trained_versions):
+    """A run of the paper's CNN with sampling, FedAdam over a trimmed mean and FedProx says so on the page."""
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_versions / "1", models / "1")
+    info_path = models / "1" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["config"].update(model="fedavg-cnn", strategy="fedadam", aggregation="trimmed-mean", clients_per_round=10,
+                          proximal_mu=0.01)
+    info_path.write_text(json.dumps(info))
+    client = make_app(models).test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200)
+    html = client.get("/model").get_data(as_text=True)
+    assert "the FedAvg paper&#39;s MNIST CNN" in html or "the FedAvg paper's MNIST CNN" in html
+    assert "fedadam over the trimmed-mean of 10 sampled clients per round; FedProx &mu; = 0.01" in html
