@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from common.atomic import atomic_path
+from common.atomic import write_text
 from common.cli import user_errors
 from common.layout import RunLayout
 from common.runconfig import load_config
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--round must be between 1 and the run's {config.rounds} rounds, got {args.round}")
     clients = json.dumps(clients_for_round(layout, config, args.round))
     if args.output is not None:
-        with atomic_path(args.output) as temporary_path:
-            temporary_path.write_text(clients + "\n")
+        write_text(args.output, clients)
     print(clients)
     return 0
 

@@ -32,10 +32,15 @@ def atomic_path(final_path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         temporary_path.unlink(missing_ok=True)
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` and a final newline, atomically."""
+    with atomic_path(path) as temporary_path:
+        temporary_path.write_text(text + "\n")
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
-    with atomic_path(path) as temporary_path:
-        temporary_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def read_json(path: Path) -> Any:

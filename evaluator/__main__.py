@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from common.atomic import atomic_path, write_json
+from common.atomic import write_json, write_text
 from common.cli import user_errors
 from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
 from evaluator.evaluate import evaluate
@@ -59,12 +59,6 @@ def resolve_model_and_output(args: argparse.Namespace) -> tuple[Path, Path | Non
     if version_dir is None:
         raise ValueError(f"no published model in {models_dir(args.volume)}")
     return published_model_path(version_dir), args.output
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write one small output file atomically (Argo may read it as soon as it exists)."""
-    with atomic_path(path) as temporary_path:
-        temporary_path.write_text(text + "\n")
 
 
 @user_errors("evaluator")
