@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             reset_training_state(model, learning_rate_for_round(int(config["round"])), seed)
             indices, mnist = shards[self.partition], kept_data()
             train_epochs(model, to_model_input(mnist.x_train[indices]), mnist.y_train[indices], args.epochs,
-                         args.batch_size, shuffle_seed=seed, callbacks=[])
+                         args.batch_size, shuffle_seed=seed)
             return model.get_weights(), len(indices), {}
 
     def client_fn(context: Context):

@@ -82,22 +82,20 @@ class ClientTrainer:
             raise ValueError(f"{start_model_path}: the round's starting model is missing")
         images, labels = load_shard(layout.shard_path(worker))
 
-        import keras
-
         from common.model import learning_rate_for_round
 
         started = time.monotonic()
         start_sha256 = self.prepare(
             start_model_path, learning_rate_for_round(round_number), client_seed(seed, round_number, worker)
         )
-        tensorboard = keras.callbacks.TensorBoard(
-            log_dir=str(layout.tensorboard_dir(round_number, worker)), write_graph=False, profile_batch=0
-        )
-        logs = train_epochs(
-            self.model, to_model_input(images), labels, epochs, batch_size,
-            shuffle_seed=client_seed(seed, round_number, worker), callbacks=[tensorboard], progress=progress,
-            proximal_step=make_proximal_step(self.model, run_proximal_mu(layout), learning_rate_for_round(round_number)),
-        )
+        with EpochSummaries(layout.tensorboard_dir(round_number, worker), learning_rate_for_round(round_number)) as log:
+            logs = train_epochs(
+                self.model, to_model_input(images), labels, epochs, batch_size,
+                shuffle_seed=client_seed(seed, round_number, worker), on_epoch_end=log.write, progress=progress,
+                proximal_step=make_proximal_step(
+                    self.model, run_proximal_mu(layout), learning_rate_for_round(round_number)
+                ),
+            )
         metadata = {
             "run_id": layout.run_id,
             "round": round_number,
@@ -112,6 +110,31 @@ class ClientTrainer:
             "train_accuracy": logs["accuracy"],
             "seconds": time.monotonic() - started,
         }
+
+
+class EpochSummaries:
+    """TensorBoard scalars of each local epoch (epoch_loss, epoch_accuracy, epoch_learning_rate) under ``log_dir/train``.
+
+    Written with TensorBoard's own numpy-only writer rather than Keras's TensorBoard callback, which needs
+    TensorFlow installed whatever the backend: this way a JAX or PyTorch trainer image logs the same events.
+    """
+
+    def __init__(self, log_dir: Path, learning_rate: float) -> None:
+        from tensorboard.summary import Writer
+
+        self.writer = Writer(str(Path(log_dir) / "train"))
+        self.learning_rate = learning_rate
+
+    def write(self, epoch: int, logs: dict[str, float]) -> None:
+        """Record one finished epoch's training metrics."""
+        for name, value in {**logs, "learning_rate": self.learning_rate}.items():
+            self.writer.add_scalar(f"epoch_{name}", value, step=epoch)
+
+    def __enter__(self) -> "EpochSummaries":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.writer.close()
 
 
 def run_proximal_mu(layout: RunLayout) -> float:
@@ -175,41 +198,32 @@ def train_epochs(
     epochs: int,
     batch_size: int,
     shuffle_seed: int,
-    callbacks: list,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     progress: ProgressCallback | None = None,
     proximal_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Minibatch training as ``model.fit`` does it (reshuffled every epoch, callbacks told of each epoch).
+    """Minibatch training as ``model.fit`` does it (reshuffled every epoch); returns the last epoch's metrics.
 
     ``fit`` builds a new input pipeline on every call (about 0.7 s on TensorFlow, measured with cProfile),
     which costs more than training a tiny client; batches from numpy go straight to the kept train step.
-    ``proximal_step`` (FedProx) runs after every minibatch update.
+    ``on_epoch_end(epoch, metrics)`` is told of each epoch; ``proximal_step`` (FedProx) runs after every update.
     """
-    import keras
-
     steps_per_epoch = -(-len(labels) // batch_size)
-    callback_list = keras.callbacks.CallbackList(
-        callbacks, model=model, epochs=epochs, steps=steps_per_epoch, verbose=0
-    )
     shuffler = np.random.default_rng(shuffle_seed)
     total_steps, logs = epochs * steps_per_epoch, {}
     if progress is not None:
         progress(0, total_steps)
-    callback_list.on_train_begin()
     for epoch in range(epochs):
         model.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
         order = shuffler.permutation(len(labels))
         for step in range(steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            callback_list.on_train_batch_begin(step)
             logs = model.train_on_batch(inputs[batch], labels[batch], return_dict=True)
             if proximal_step is not None:
                 proximal_step()
-            callback_list.on_train_batch_end(step, logs)
             if progress is not None:
                 progress(epoch * steps_per_epoch + step + 1, total_steps)
         logs = {name: float(value) for name, value in logs.items()}
-        callback_list.on_epoch_end(epoch, logs)
-    callback_list.on_train_end(logs)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, logs)
     return logs

@@ -47,6 +47,31 @@ def test_trainer_records_what_the_aggregator_checks(trained_round):
     assert list(trained_round.tensorboard_dir(1, 1).rglob("events.out.tfevents.*")), "no TensorBoard log"
 
 
+def epoch_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """The scalars TensorBoard itself reads from a trainer's log directory, as (step, value) per tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir / "train"), size_guidance={"tensors": 0}).Reload()
+    from tensorboard.util import tensor_util
+
+    return {
+        tag: [(event.step, float(tensor_util.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+        for tag in events.Tags()["tensors"]
+    }
+
+
+def test_trainer_logs_each_epoch_for_tensorboard(volume, trained_round):
+    # Execute: three local epochs for worker 0.
+    assert trainer_main(common_args(volume) + ["--round", "1", "--worker", "0", "--epochs", "3", "--batch-size", "50"]) == 0
+
+    # Assert: loss, accuracy and learning rate per epoch, as TensorBoard reads them.
+    scalars = epoch_scalars(trained_round.tensorboard_dir(1, 0))
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= scalars.keys()
+    assert [step for step, _ in scalars["epoch_loss"][-3:]] == [0, 1, 2]
+    assert all(0 <= value <= 1 for _, value in scalars["epoch_accuracy"])
+    assert scalars["epoch_learning_rate"][-1][1] > 0
+
+
 def test_trainer_writes_argo_progress(volume, trained_round, tmp_path, monkeypatch):
     progress_file = tmp_path / "progress"
     monkeypatch.setenv("ARGO_PROGRESS_FILE", str(progress_file))

@@ -52,11 +52,19 @@ def test_a_reused_trainer_trains_a_client_as_a_fresh_one_does(layout):
         np.testing.assert_allclose(from_reused[name], array, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+# Runs the trainer's CLI with TensorFlow unimportable, as in an image built for JAX or PyTorch alone.
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; "
+    "from trainer.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def run_trainer(layout: RunLayout, worker: int, backend: str) -> None:
-    """``python -m trainer`` for one client under the given Keras backend, on the CPU."""
+    """``python -m trainer`` for one client under the given Keras backend, on the CPU; TensorFlow only for its own."""
     environment = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "trainer", "--volume", str(layout.volume), "--run-id", RUN_ID,
+    program = ["-m", "trainer"] if backend == "tensorflow" else ["-c", WITHOUT_TENSORFLOW]
+    command = [sys.executable, *program, "--volume", str(layout.volume), "--run-id", RUN_ID,
                "--round", "1", "--worker", str(worker), "--batch-size", "32", "--seed", "1"]
     result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -83,3 +91,4 @@ def test_a_jax_trained_client_averages_with_a_tensorflow_trained_one(layout):
         np.testing.assert_allclose(averaged[name], (jax_client[name] + tensorflow_client[name]) / 2, rtol=1e-5, atol=1e-7)
     with h5py.File(layout.client_model_path(1, 0)) as handle:
         assert handle.attrs["num_examples"] == 150 and handle.attrs["round"] == 1
+    assert list(layout.tensorboard_dir(1, 0).rglob("events.out.tfevents.*")), "the JAX client wrote no TensorBoard log"
