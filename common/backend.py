@@ -41,3 +41,22 @@ def configure_backend(num_threads: int | None = None) -> None:
 
         if num_threads:
             torch.set_num_threads(num_threads)
+
+
+def device_names() -> list[str]:
+    """The devices the Keras backend computes on, e.g. ``['cuda:0']`` or ``['cpu:0']`` (for logs and benchmarks)."""
+    backend = backend_name()
+    if backend == "jax":
+        import jax
+
+        return [f"{device.platform}:{device.id} ({device.device_kind})" for device in jax.devices()]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return [gpu.name for gpu in gpus] or ["cpu"]
+    if backend == "torch":
+        import torch
+
+        return [f"cuda:{index} ({torch.cuda.get_device_name(index)})" for index in range(torch.cuda.device_count())] or ["cpu"]
+    return ["cpu"]
