@@ -64,15 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             self.partition = partition
 
         def fit(self, parameters, config):
-            import keras
-
             from common.model import learning_rate_for_round
             from trainer.train import client_seed, reset_training_state, train_epochs
 
             model = kept_model()
             model.set_weights(parameters)
             seed = client_seed(args.seed, int(config["round"]), self.partition)
-            keras.utils.set_random_seed(seed)
             reset_training_state(model, learning_rate_for_round(int(config["round"])), seed)
             indices, mnist = shards[self.partition], kept_data()
             train_epochs(model, to_model_input(mnist.x_train[indices]), mnist.y_train[indices], args.epochs,
