@@ -1,6 +1,7 @@
 """Every server strategy's test accuracy per round, on the IID and a label-skewed split, in one table.
 
     .venv/bin/python -m bench.strategies [--rounds 5] [--alpha 0.3] [--strategies fedavg fedavgm ...] [-- runner flags]
+    .venv/bin/python -m bench.strategies --variants "--strategy fedavgm --server-momentum 0.5" "--learning-rate 0.002"
 
 Each configuration is a whole `python -m runner` run on a fresh volume (3 workers, our convnet, seed 0 unless
 the extra runner flags say otherwise); the accuracies are the runs' own metrics.json, so the table is exactly
@@ -38,19 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.3, help="Dirichlet concentration of the skewed split")
     parser.add_argument("--strategies", nargs="+", choices=SERVER_STRATEGIES, default=list(SERVER_STRATEGIES))
+    parser.add_argument("--variants", nargs="+", help="runner flags, one quoted string per row (instead of --strategies)")
+    parser.add_argument("--splits", nargs="+", choices=["iid", "dirichlet"], default=["iid", "dirichlet"])
     parser.add_argument("--data", type=Path, default=data_path(REPO_ROOT / "volume"))
     parser.add_argument("runner_args", nargs="*", help="extra flags for every run (after --)")
     args = parser.parse_args(argv)
     if not args.data.is_file():
         print(f"bench.strategies: {args.data} missing: run `make data` first", file=sys.stderr)
         return 1
-    splits = {"IID": ["--split", "iid"], f"Dirichlet α = {args.alpha:g}": ["--split", "dirichlet", "--alpha", str(args.alpha)]}
+    splits = {"iid": ("IID", ["--split", "iid"]),
+              "dirichlet": (f"Dirichlet α = {args.alpha:g}", ["--split", "dirichlet", "--alpha", str(args.alpha)])}
+    variants = ([variant.split() for variant in args.variants] if args.variants
+                else [["--strategy", strategy] for strategy in args.strategies])
     rows = []
-    for split_name, split_flags in splits.items():
-        for strategy in args.strategies:
-            accuracies = accuracy_per_round(args.data, args.rounds, [*split_flags, "--strategy", strategy, *args.runner_args])
-            rows.append((split_name, strategy, accuracies))
-            print(f"{split_name}, {strategy}: " + ", ".join(f"{100 * value:.2f}" for value in accuracies), flush=True)
+    for split_name, split_flags in (splits[split] for split in args.splits):
+        for variant in variants:
+            accuracies = accuracy_per_round(args.data, args.rounds, [*split_flags, *variant, *args.runner_args])
+            label = variant[1] if len(variant) == 2 and variant[0] == "--strategy" else " ".join(variant)
+            rows.append((split_name, label, accuracies))
+            print(f"{split_name}, {label}: " + ", ".join(f"{100 * value:.2f}" for value in accuracies), flush=True)
     print(f"\n| split | strategy | test accuracy after rounds 1..{args.rounds} (%) | final |")
     print("|---|---|---|---:|")
     for split_name, strategy, accuracies in rows:

@@ -11,8 +11,8 @@ import numpy as np
 
 from common.data import load_shard, to_model_input
 from common.layout import RunLayout
-from common.modelfile import save_model_with_metadata, sha256_of_file
-from common.runconfig import load_config
+from common.modelfile import open_model_file, read_model_config, save_model_with_metadata, sha256_of_file
+from common.runconfig import RunConfig, load_config
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -43,6 +43,7 @@ class ClientTrainer:
 
     def __init__(self) -> None:
         self.model = None
+        self.model_config: dict | None = None
         self.start_sha256: str | None = None
         self.start_weights: list | None = None
 
@@ -52,9 +53,13 @@ class ClientTrainer:
 
         # Hash before loading, so the recorded hash is of exactly the bytes this client started from.
         start_sha256 = sha256_of_file(start_model_path)
-        if self.model is None:
-            self.model = load_model(start_model_path, learning_rate)
         if start_sha256 != self.start_sha256:
+            with open_model_file(start_model_path) as handle:
+                model_config = read_model_config(handle)
+            # A new round keeps the compiled model; another run's model (another architecture, or the same
+            # one under other layer names, which the aggregator checks) is loaded as it is in its file.
+            if self.model is None or model_config != self.model_config:
+                self.model, self.model_config = load_model(start_model_path, learning_rate), model_config
             self.model.load_weights(start_model_path)
             self.start_weights, self.start_sha256 = self.model.get_weights(), start_sha256
         else:
@@ -81,19 +86,15 @@ class ClientTrainer:
             raise ValueError(f"{start_model_path}: the round's starting model is missing")
         images, labels = load_shard(layout.shard_path(worker))
 
-        from common.model import learning_rate_for_round
-
         started = time.monotonic()
-        start_sha256 = self.prepare(
-            start_model_path, learning_rate_for_round(round_number), client_seed(seed, round_number, worker)
-        )
-        with EpochSummaries(layout.tensorboard_dir(round_number, worker), learning_rate_for_round(round_number)) as log:
+        config = run_config(layout)
+        learning_rate = config.learning_rate_for_round(round_number)
+        start_sha256 = self.prepare(start_model_path, learning_rate, client_seed(seed, round_number, worker))
+        with EpochSummaries(layout.tensorboard_dir(round_number, worker), learning_rate) as log:
             logs = train_epochs(
                 self.model, to_model_input(images), labels, epochs, batch_size,
                 shuffle_seed=client_seed(seed, round_number, worker), on_epoch_end=log.write, progress=progress,
-                proximal_step=make_proximal_step(
-                    self.model, run_proximal_mu(layout), learning_rate_for_round(round_number)
-                ),
+                proximal_step=make_proximal_step(self.model, config.proximal_mu, learning_rate),
             )
         metadata = {
             "run_id": layout.run_id,
@@ -136,9 +137,9 @@ class EpochSummaries:
         self.writer.close()
 
 
-def run_proximal_mu(layout: RunLayout) -> float:
-    """The run's FedProx mu from its run.json (0 for a run without one: plain local training)."""
-    return load_config(layout.config_path).proximal_mu if layout.config_path.is_file() else 0.0
+def run_config(layout: RunLayout) -> RunConfig:
+    """The run's run.json (the client step size and FedProx mu); the defaults for a run without one."""
+    return load_config(layout.config_path) if layout.config_path.is_file() else RunConfig()
 
 
 def reset_training_state(model, learning_rate: float, seed: int) -> None:

@@ -47,6 +47,13 @@ def test_the_proximal_term_keeps_clients_near_the_round_s_model(tiny_mnist):
     assert pinned == pytest.approx(0, abs=1e-6)
 
 
+def test_clients_take_their_step_size_from_the_run(tiny_mnist):
+    # With --learning-rate 0.004, mu = 250 makes lr * mu = 1 (pinned) only if the trainer used the run's rate.
+    volume = tiny_mnist.parent.parent
+    assert distance(*train_one_client(volume, "rate", "--learning-rate", "0.004", "--proximal-mu", "250")) == (
+        pytest.approx(0, abs=1e-6))
+
+
 def test_a_run_trains_the_architecture_it_names(tiny_mnist):
     volume = tiny_mnist.parent.parent
     start, client = train_one_client(volume, "paper-cnn", "--model", "fedavg-cnn")

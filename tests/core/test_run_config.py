@@ -27,6 +27,10 @@ OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split
         ({"proximal_mu": -0.01}, "proximal-mu must be at least 0"),
         ({"proximal_mu": float("nan")}, "proximal-mu must be a finite number"),
         ({"seed": -1}, "seed must be a whole number of at least 0"),
+        ({"learning_rate": 0}, "learning-rate must be greater than 0"),
+        ({"learning_rate": float("inf")}, "learning-rate must be a finite number"),
+        ({"learning_rate_decay": 0}, "learning-rate-decay must be above 0 and at most 1"),
+        ({"learning_rate_decay": 1.5}, "learning-rate-decay must be above 0 and at most 1"),
         ({"aggregation": "trimmed-mean", "workers": 10, "trim_fraction": 0.5}, "trim-fraction must be at least 0 and below 0.5"),
         ({"aggregation": "trimmed-mean", "workers": 10, "trim_fraction": -0.1}, "trim-fraction must be at least 0"),
         ({"aggregation": "trimmed-mean"}, "trims none"),  # 0.2 x 3 clients cuts nobody
@@ -96,16 +100,32 @@ def test_a_bad_run_json_is_refused(tmp_path, payload, message):
         load_config(path)
 
 
+def test_the_client_step_size_decays_per_round_from_the_configured_rate():
+    assert RunConfig().learning_rate_for_round(1) == 1e-3
+    assert RunConfig().learning_rate_for_round(3) == pytest.approx(1e-3 * 0.8**2)
+    assert RunConfig(learning_rate=0.05, learning_rate_decay=1).learning_rate_for_round(40) == 0.05
+
+
+def test_the_default_run_id_counts_only_changed_settings():
+    from runner.run import default_run_id
+
+    # Spelling out a default (as a setting added later does) keeps the id, so older runs still resume.
+    assert default_run_id(RunConfig(learning_rate=1e-3, proximal_mu=0.0)) == default_run_id(RunConfig())
+    assert default_run_id(RunConfig(learning_rate=2e-3)) != default_run_id(RunConfig())
+
+
 def test_the_flags_make_the_config():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     args = parser.parse_args(["--workers", "100", "--clients-per-round", "10", "--strategy", "fedyogi", "--server-tau",
                               "0.01", "--aggregation", "trimmed-mean", "--trim-fraction", "0.1", "--model",
-                              "fedavg-cnn", "--proximal-mu", "0.01", "--split", "pathological"])
+                              "fedavg-cnn", "--proximal-mu", "0.01", "--split", "pathological", "--learning-rate",
+                              "0.02", "--learning-rate-decay", "1"])
     config = config_from_arguments(args)
     assert (config.workers, config.clients_per_round, config.strategy, config.server_tau) == (100, 10, "fedyogi", 0.01)
     assert (config.aggregation, config.trim_fraction, config.model, config.proximal_mu) == ("trimmed-mean", 0.1, "fedavg-cnn", 0.01)
     assert config.split == "pathological" and config.server_learning_rate == 0.01
+    assert (config.learning_rate, config.learning_rate_decay) == (0.02, 1.0)
     assert config_from_arguments(parser.parse_args([])) == RunConfig()
 
 

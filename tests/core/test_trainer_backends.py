@@ -52,6 +52,26 @@ def test_a_reused_trainer_trains_a_client_as_a_fresh_one_does(layout):
         np.testing.assert_allclose(from_reused[name], array, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("other_run_flags", [[], ["--model", "fedavg-cnn"]], ids=["renamed-layers", "paper-cnn"])
+def test_one_trainer_trains_clients_of_different_runs(layout, other_run_flags):
+    # Prepare: another run on the same volume, initialized in this process after other models were built, so
+    # its layers have other names (or another architecture altogether).
+    volume = str(layout.volume)
+    other = ["--volume", volume, "--run-id", "other", "--workers", "2", "--seed", "2"]
+    assert init_main(other + ["--rounds", "1", *other_run_flags]) == 0
+    assert splitter_main(other) == 0
+
+    # Execute: one trainer (as one pool process) takes a client of the first run, then both of the other's.
+    trainer = ClientTrainer()
+    trainer.train(layout, 1, 0, epochs=1, batch_size=32, seed=1)
+    other_layout = RunLayout(layout.volume, "other")
+    for worker in (0, 1):
+        trainer.train(other_layout, 1, worker, epochs=1, batch_size=32, seed=2)
+
+    # Assert: the aggregator takes the other run's clients as of its starting model's architecture.
+    assert aggregator_main(["--volume", volume, "--run-id", "other", "--round", "1", "--expect", "2"]) == 0
+
+
 def test_later_clients_leave_the_global_random_seed_alone(layout, monkeypatch):
     # Prepare: a trainer past its first client (building the model may seed it), then any global reseed fails.
     # On TensorFlow a global reseed makes every compiled train step retrace: 0.25 s per 600-example client.
