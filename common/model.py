@@ -15,7 +15,7 @@ from common.runconfig import MODEL_ARCHITECTURES, RunConfig
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
-# Adam's usual step size; a run's clients take theirs, round by round, from its RunConfig.
+# The default round-1 step size; a run's clients take theirs, round by round, from its RunConfig.
 LEARNING_RATE = RunConfig().learning_rate
 
 

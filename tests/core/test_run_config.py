@@ -101,8 +101,8 @@ def test_a_bad_run_json_is_refused(tmp_path, payload, message):
 
 
 def test_the_client_step_size_decays_per_round_from_the_configured_rate():
-    assert RunConfig().learning_rate_for_round(1) == 1e-3
-    assert RunConfig().learning_rate_for_round(3) == pytest.approx(1e-3 * 0.8**2)
+    assert RunConfig().learning_rate_for_round(1) == 2e-3
+    assert RunConfig().learning_rate_for_round(3) == pytest.approx(2e-3 * 0.7**2)
     assert RunConfig(learning_rate=0.05, learning_rate_decay=1).learning_rate_for_round(40) == 0.05
 
 
@@ -110,8 +110,8 @@ def test_the_default_run_id_counts_only_changed_settings():
     from runner.run import default_run_id
 
     # Spelling out a default (as a setting added later does) keeps the id, so older runs still resume.
-    assert default_run_id(RunConfig(learning_rate=1e-3, proximal_mu=0.0)) == default_run_id(RunConfig())
-    assert default_run_id(RunConfig(learning_rate=2e-3)) != default_run_id(RunConfig())
+    assert default_run_id(RunConfig(learning_rate=2e-3, proximal_mu=0.0)) == default_run_id(RunConfig())
+    assert default_run_id(RunConfig(learning_rate=1e-3)) != default_run_id(RunConfig())
 
 
 def test_the_flags_make_the_config():
