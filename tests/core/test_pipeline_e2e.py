@@ -55,8 +55,14 @@ def test_default_configuration_reaches_99_percent(tmp_path, real_mnist_path):
 def start_runner(volume: Path, data: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "runner", "--volume", str(volume), "--data", str(data), "--workers", "3",
                "--rounds", "3", "--batch-size", "32", "--run-id", "resume"]
+    # Ctrl-C as a terminal sends it, even when this suite itself runs in the background (`make test &`), whose
+    # shell makes its children ignore SIGINT: Python then installs no KeyboardInterrupt handler at all.
     return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=restore_default_sigint)
+
+
+def restore_default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition, timeout=120.0):
