@@ -182,8 +182,12 @@ def save_config(path: Path, config: RunConfig) -> None:
     write_json(path, config.to_dict())
 
 
+# What runs used before run.json recorded these settings; their defaults have changed since.
+SETTINGS_BEFORE_RECORDED = {"learning_rate": 1e-3, "learning_rate_decay": 0.8}
+
+
 def load_config(path: Path) -> RunConfig:
-    """Read ``run.json``; keys added since it was written take their defaults."""
+    """Read ``run.json``; a key added since it was written takes the value runs used then (else its default)."""
     payload = read_json(path)
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a run configuration (expected a JSON object)")
@@ -191,7 +195,7 @@ def load_config(path: Path) -> RunConfig:
     if unknown:
         raise ValueError(f"{path}: not a run configuration (unknown keys {unknown})")
     try:
-        return RunConfig(**payload)
+        return RunConfig(**{**SETTINGS_BEFORE_RECORDED, **payload})
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
 

@@ -47,10 +47,9 @@ class RunOptions:
 
 def default_run_id(config: RunConfig) -> str:
     """A readable run id that is the same for the same configuration, so re-running a command resumes it."""
-    # Only settings that differ from the defaults count, so a setting added later leaves older runs' ids alone.
-    defaults = RunConfig().to_dict()
-    changed = {name: value for name, value in config.to_dict().items() if value != defaults[name]}
-    digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    # Every setting counts, defaults included: after a default changes, the same command starts a new run
+    # instead of resuming one made under the old default.
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.split}-w{config.workers}-r{config.rounds}-e{config.epochs}-s{config.seed}-{digest}"
 
 

@@ -71,12 +71,13 @@ def test_defaults_keep_todays_run():
     assert config.clients_per_round is None and config.clients_each_round == 3 and config.proximal_mu == 0.0
 
 
-def test_an_old_run_json_loads_with_the_new_defaults(tmp_path):
+def test_an_old_run_json_loads_with_the_new_defaults_and_the_schedule_it_trained_with(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps(OLD_RUN_JSON))
     config = load_config(path)
-    assert config == RunConfig(**OLD_RUN_JSON) == RunConfig()
-    save_config(path, RunConfig())  # resuming an old run with today's flags is the same run
+    then = RunConfig(**OLD_RUN_JSON, learning_rate=1e-3, learning_rate_decay=0.8)
+    assert config == then and config.strategy == RunConfig().strategy
+    save_config(path, then)  # resuming it with its own step size is the same run
     assert json.loads(path.read_text()) == OLD_RUN_JSON  # and leaves its file alone
 
 
@@ -106,11 +107,18 @@ def test_the_client_step_size_decays_per_round_from_the_configured_rate():
     assert RunConfig(learning_rate=0.05, learning_rate_decay=1).learning_rate_for_round(40) == 0.05
 
 
-def test_the_default_run_id_counts_only_changed_settings():
+def test_resuming_a_run_from_before_the_step_size_was_recorded_under_today_s_defaults_is_refused(tmp_path):
+    # Its clients trained at 1e-3 x 0.8^(round - 1); today's default would mix two schedules in one run.
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(OLD_RUN_JSON))
+    with pytest.raises(ValueError, match="different configuration.*learning_rate"):
+        save_config(path, RunConfig())
+
+
+def test_the_default_run_id_changes_with_any_setting_or_default():
     from runner.run import default_run_id
 
-    # Spelling out a default (as a setting added later does) keeps the id, so older runs still resume.
-    assert default_run_id(RunConfig(learning_rate=2e-3, proximal_mu=0.0)) == default_run_id(RunConfig())
+    assert default_run_id(RunConfig()) == default_run_id(RunConfig(learning_rate=RunConfig().learning_rate))
     assert default_run_id(RunConfig(learning_rate=1e-3)) != default_run_id(RunConfig())
 
 
