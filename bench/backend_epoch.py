@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as volume:
         layout = RunLayout(Path(volume), RUN_ID)
-        common = ["--volume", volume, "--run-id", RUN_ID, "--seed", str(args.seed)]
+        run = ["--volume", volume, "--run-id", RUN_ID]
+        seeded_shards = ["--seed", str(args.seed), "--workers", str(args.workers)]
         data = ["--data", str(args.data)]
-        steps = [init_main(common + ["--workers", str(args.workers), "--rounds", "1"]),
-                 splitter_main(common + ["--workers", str(args.workers)] + data)]
+        steps = [init_main(run + seeded_shards + ["--rounds", "1"]), splitter_main(run + seeded_shards + data)]
         if any(steps):
             return 1
         epoch_seconds = time_epochs(layout, args.epochs, args.batch_size, args.seed)
@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         trainer = ClientTrainer()
         examples = [trainer.train(layout, 1, worker, 1, args.batch_size, args.seed)["num_examples"]
                     for worker in range(args.workers)]
-        if aggregator_main(common[:4] + ["--round", "1", "--expect", str(args.workers)]):
+        if aggregator_main(run + ["--round", "1", "--expect", str(args.workers)]):
             return 1
         metrics_path = Path(volume) / "metrics.json"
-        if evaluator_main(common[:4] + ["--round", "1", "--output", str(metrics_path)] + data):
+        if evaluator_main(run + ["--round", "1", "--output", str(metrics_path)] + data):
             return 1
         round_seconds = time.perf_counter() - started
         accuracy = json.loads(metrics_path.read_text())["accuracy"]
