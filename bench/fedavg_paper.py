@@ -24,7 +24,8 @@ from pathlib import Path
 from rich.console import Console
 
 from common.layout import RunLayout, data_path
-from common.runconfig import SERVER_SETTINGS, SERVER_STRATEGIES, RunConfig, number_or_default, save_config
+from common.runconfig import (SERVER_SETTINGS, SERVER_STRATEGIES, RunConfig, flag_name, number_or_default,
+                              save_config)
 from runner.pool import initialize_in_pool, make_progress_queue
 from runner.run import LiveProgress, WorkerPool, complete_round
 from splitter.split import write_shards
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--strategy", choices=SERVER_STRATEGIES, default="fedavg")
     for name in SERVER_SETTINGS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=number_or_default)
+        parser.add_argument(f"--{flag_name(name)}", type=number_or_default)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--data", type=Path, default=data_path(REPO_ROOT / "volume"))

@@ -73,9 +73,9 @@ def fedavg_cnn_layers() -> keras.Sequential:
 ARCHITECTURES = {"convnet": convnet_layers, "fedavg-cnn": fedavg_cnn_layers}
 
 
-def learning_rate_for_round(round_number: int, config: RunConfig | None = None) -> float:
-    """The step size trainers use in ``round_number`` (1 for the first round) of a run with ``config``."""
-    return (config or RunConfig()).learning_rate_for_round(round_number)
+def learning_rate_for_round(round_number: int) -> float:
+    """The clients' step size in ``round_number`` (1 for the first round) of a run with the default settings."""
+    return RunConfig().learning_rate_for_round(round_number)
 
 
 def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE) -> None:
