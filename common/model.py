@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from common.runconfig import MODEL_ARCHITECTURES, RunConfig
+from common.runconfig import CLIENT_OPTIMIZERS, MODEL_ARCHITECTURES, RunConfig
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
@@ -78,17 +78,23 @@ def learning_rate_for_round(round_number: int) -> float:
     return RunConfig().learning_rate_for_round(round_number)
 
 
-def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE) -> None:
-    """Attach a fresh optimizer, the loss and the metric (each round's trainers start a new optimizer)."""
+# The names RunConfig accepts (--client-optimizer), each with its Keras optimizer.
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+
+
+def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE, optimizer: str = "adam") -> None:
+    """Attach a fresh ``optimizer``, the loss and the metric (each round's trainers start a new optimizer)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"client-optimizer must be one of {', '.join(CLIENT_OPTIMIZERS)}, got {optimizer!r}")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
 
 
-def load_model(path: Path, learning_rate: float = LEARNING_RATE) -> keras.Model:
+def load_model(path: Path, learning_rate: float = LEARNING_RATE, optimizer: str = "adam") -> keras.Model:
     """Load an h5 model written by any component, compiled and ready to train or predict."""
     model = keras.models.load_model(path, compile=False)
-    compile_model(model, learning_rate)
+    compile_model(model, learning_rate, optimizer)
     return model

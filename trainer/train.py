@@ -44,12 +44,13 @@ class ClientTrainer:
     def __init__(self) -> None:
         self.model = None
         self.model_config: dict | None = None
+        self.optimizer: str | None = None
         self.start_sha256: str | None = None
         self.start_weights: list | None = None
 
-    def prepare(self, start_model_path: Path, learning_rate: float, seed: int) -> str:
+    def prepare(self, start_model_path: Path, learning_rate: float, seed: int, optimizer: str = "adam") -> str:
         """Put the model in its starting state for one client; returns the start model's sha256."""
-        from common.model import load_model
+        from common.model import compile_model, load_model
 
         # Hash before loading, so the recorded hash is of exactly the bytes this client started from.
         start_sha256 = sha256_of_file(start_model_path)
@@ -59,11 +60,15 @@ class ClientTrainer:
             # A new round keeps the compiled model; another run's model (another architecture, or the same
             # one under other layer names, which the aggregator checks) is loaded as it is in its file.
             if self.model is None or model_config != self.model_config:
-                self.model, self.model_config = load_model(start_model_path, learning_rate), model_config
+                self.model = load_model(start_model_path, learning_rate, optimizer)
+                self.model_config, self.optimizer = model_config, optimizer
             self.model.load_weights(start_model_path)
             self.start_weights, self.start_sha256 = self.model.get_weights(), start_sha256
         else:
             self.model.set_weights(self.start_weights)
+        if optimizer != self.optimizer:  # a run with another client optimizer than the kept model's
+            compile_model(self.model, learning_rate, optimizer)
+            self.optimizer = optimizer
         # Dropout and shuffling draw from their own seeded generators. No global seed here: on TensorFlow,
         # tf.random.set_seed makes every compiled step retrace (0.12 s per batch shape, per client).
         reset_training_state(self.model, learning_rate, seed)
@@ -89,7 +94,9 @@ class ClientTrainer:
         started = time.monotonic()
         config = run_config(layout)
         learning_rate = config.learning_rate_for_round(round_number)
-        start_sha256 = self.prepare(start_model_path, learning_rate, client_seed(seed, round_number, worker))
+        start_sha256 = self.prepare(
+            start_model_path, learning_rate, client_seed(seed, round_number, worker), config.client_optimizer
+        )
         with EpochSummaries(layout.tensorboard_dir(round_number, worker), learning_rate) as log:
             logs = train_epochs(
                 self.model, to_model_input(images), labels, epochs, batch_size,
@@ -138,7 +145,7 @@ class EpochSummaries:
 
 
 def run_config(layout: RunLayout) -> RunConfig:
-    """The run's run.json (the client step size and FedProx mu); the defaults for a run without one."""
+    """The run's run.json (the client optimizer, step size and FedProx mu); the defaults for a run without one."""
     return load_config(layout.config_path) if layout.config_path.is_file() else RunConfig()
 
 

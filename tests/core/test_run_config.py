@@ -23,6 +23,7 @@ OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split
         ({"strategy": "fedprox"}, "strategy must be one of fedavg, fedavgm, fedadam, fedyogi"),
         ({"aggregation": "krum"}, "aggregation must be one of mean, median, trimmed-mean"),
         ({"model": "resnet"}, "model must be one of convnet, fedavg-cnn"),
+        ({"client_optimizer": "rmsprop"}, "client-optimizer must be one of adam, sgd"),
         ({"split": "shards"}, "split must be one of iid, dirichlet, pathological"),
         ({"proximal_mu": -0.01}, "proximal-mu must be at least 0"),
         ({"proximal_mu": float("nan")}, "proximal-mu must be a finite number"),
@@ -76,7 +77,7 @@ def test_an_old_run_json_loads_with_the_new_defaults_and_the_schedule_it_trained
     path.write_text(json.dumps(OLD_RUN_JSON))
     config = load_config(path)
     then = RunConfig(**OLD_RUN_JSON, learning_rate=1e-3, learning_rate_decay=0.8)
-    assert config == then and config.strategy == RunConfig().strategy
+    assert config == then and config.strategy == RunConfig().strategy and config.client_optimizer == "adam"
     save_config(path, then)  # resuming it with its own step size is the same run
     assert json.loads(path.read_text()) == OLD_RUN_JSON  # and leaves its file alone
 
@@ -85,7 +86,7 @@ def test_a_resume_with_another_strategy_model_or_sampling_is_refused(tmp_path):
     path = tmp_path / "run.json"
     save_config(path, RunConfig(workers=10, strategy="fedadam", clients_per_round=3))
     for changed in ({"strategy": "fedyogi"}, {"model": "fedavg-cnn"}, {"clients_per_round": 4},
-                    {"server_learning_rate": 0.2}, {"aggregation": "median"}):
+                    {"server_learning_rate": 0.2}, {"aggregation": "median"}, {"client_optimizer": "sgd"}):
         settings = {"workers": 10, "strategy": "fedadam", "clients_per_round": 3, **changed}
         with pytest.raises(ValueError, match="different configuration"):
             save_config(path, RunConfig(**settings))
@@ -128,12 +129,12 @@ def test_the_flags_make_the_config():
     args = parser.parse_args(["--workers", "100", "--clients-per-round", "10", "--strategy", "fedyogi", "--server-tau",
                               "0.01", "--aggregation", "trimmed-mean", "--trim-fraction", "0.1", "--model",
                               "fedavg-cnn", "--proximal-mu", "0.01", "--split", "pathological", "--learning-rate",
-                              "0.02", "--learning-rate-decay", "1"])
+                              "0.02", "--learning-rate-decay", "1", "--client-optimizer", "sgd"])
     config = config_from_arguments(args)
     assert (config.workers, config.clients_per_round, config.strategy, config.server_tau) == (100, 10, "fedyogi", 0.01)
     assert (config.aggregation, config.trim_fraction, config.model, config.proximal_mu) == ("trimmed-mean", 0.1, "fedavg-cnn", 0.01)
     assert config.split == "pathological" and config.server_learning_rate == 0.01
-    assert (config.learning_rate, config.learning_rate_decay) == (0.02, 1.0)
+    assert (config.learning_rate, config.learning_rate_decay, config.client_optimizer) == (0.02, 1.0, "sgd")
     assert config_from_arguments(parser.parse_args([])) == RunConfig()
 
 
