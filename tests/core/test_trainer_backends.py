@@ -133,7 +133,7 @@ def test_a_jax_trained_client_averages_with_a_tensorflow_trained_one(layout):
     assert list(layout.tensorboard_dir(1, 0).rglob("events.out.tfevents.*")), "the JAX client wrote no TensorBoard log"
 
 
-@pytest.mark.parametrize("earlier_run", [None, "adam"], ids=["fresh-trainer", "after-an-adam-run"])
+@pytest.mark.parametrize("earlier_run", [False, True], ids=["fresh-trainer", "after-an-adam-run"])
 def test_sgd_clients_take_one_plain_gradient_step(tiny_mnist, earlier_run):
     """--client-optimizer sgd: one full-batch step moves every weight by exactly -lr * gradient (hand computed)."""
     import tensorflow as tf
@@ -142,20 +142,24 @@ def test_sgd_clients_take_one_plain_gradient_step(tiny_mnist, earlier_run):
     from common.model import load_model
 
     # Prepare: the paper's CNN (no dropout, so the gradient is deterministic), one step per epoch on shard 0.
-    # After an Adam run, the SGD run starts from that run's model, so the trainer keeps the compiled model.
-    volume = str(tiny_mnist.parent.parent)
+    volume = tiny_mnist.parent.parent
     trainer = ClientTrainer()
-    runs = ([("adam-run", "adam", [])] if earlier_run else []) + [
-        ("sgd-run", "sgd", ["--start-model", str(RunLayout(Path(volume), "adam-run").global_model_path(0))] if earlier_run else [])
-    ]
-    for run_id, optimizer, start_flags in runs:
-        arguments = ["--volume", volume, "--run-id", run_id, "--workers", "2", "--seed", "1"]
-        assert init_main(arguments + ["--rounds", "1", "--model", "fedavg-cnn", "--client-optimizer", optimizer,
-                                      "--learning-rate", "0.1", *start_flags]) == 0
+
+    def start_and_train(run_id: str, *flags: str) -> None:
+        arguments = ["--volume", str(volume), "--run-id", run_id, "--workers", "2", "--seed", "1"]
+        assert init_main(arguments + ["--rounds", "1", "--model", "fedavg-cnn", "--learning-rate", "0.1", *flags]) == 0
         assert splitter_main(arguments) == 0
-        # Execute: each run's worker 0 in the same trainer (the SGD run's after the Adam run's, if any).
-        trainer.train(RunLayout(Path(volume), run_id), 1, 0, epochs=1, batch_size=1000, seed=1)
-    layout = RunLayout(Path(volume), "sgd-run")
+        trainer.train(RunLayout(volume, run_id), 1, 0, epochs=1, batch_size=1000, seed=1)
+
+    start_flags = []
+    if earlier_run:
+        # The SGD run then starts from this run's model, so the trainer keeps its compiled model.
+        start_and_train("adam-run", "--client-optimizer", "adam")
+        start_flags = ["--start-model", str(RunLayout(volume, "adam-run").global_model_path(0))]
+
+    # Execute
+    start_and_train("sgd-run", "--client-optimizer", "sgd", *start_flags)
+    layout = RunLayout(volume, "sgd-run")
 
     # Assert: the hand computation, from the round's starting model and the whole shard.
     start = load_model(layout.global_model_path(0))
@@ -164,7 +168,8 @@ def test_sgd_clients_take_one_plain_gradient_step(tiny_mnist, earlier_run):
         loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, start(to_model_input(images))))
     gradients = tape.gradient(loss, [variable.value for variable in start.trainable_variables])
     trained = load_model(layout.client_model_path(1, 0)).get_weights()
-    expected = [variable.numpy() - 0.1 * gradient.numpy() for variable, gradient in zip(start.trainable_variables, gradients)]
+    expected = [variable.numpy() - 0.1 * gradient.numpy()
+                for variable, gradient in zip(start.trainable_variables, gradients)]
     assert len(trained) == len(expected)
     for got, want in zip(trained, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
