@@ -7,8 +7,8 @@ McMahan et al. 2017, Table 2 (CNN, E = 5, B = 10, C = 0.1): 100 clients of 600 e
 round, each training 5 local epochs at batch 10; the paper reaches 99 % in 20 rounds on IID data and 229
 on the pathological split (FedSGD: 626 and 483). Here the clients are this project's (Adam, or the paper's
 plain SGD with --client-optimizer sgd; the paper's CNN as `--model fedavg-cnn`) and each setting is a run of
-the real runner code (the worker pool, the recorded sampling, the server strategy, the accuracy test) that stops at the first round at or above the
-target. The paper picked each setting's client learning rate from a grid; so does this: one run per
+the real runner code (the worker pool, the recorded sampling, the server strategy, the accuracy test) that
+stops at the first round at or above the target. The paper picked each setting's client learning rate from a grid; so does this: one run per
 learning rate (constant unless --learning-rate-decay says otherwise), seed given, every run printed.
 """
 
