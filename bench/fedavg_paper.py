@@ -8,8 +8,9 @@ round, each training 5 local epochs at batch 10; the paper reaches 99 % in 20 ro
 on the pathological split (FedSGD: 626 and 483). Here the clients are this project's (Adam, or the paper's
 plain SGD with --client-optimizer sgd; the paper's CNN as `--model fedavg-cnn`) and each setting is a run of
 the real runner code (the worker pool, the recorded sampling, the server strategy, the accuracy test) that
-stops at the first round at or above the target. The paper picked each setting's client learning rate from a grid; so does this: one run per
-learning rate (constant unless --learning-rate-decay says otherwise), seed given, every run printed.
+stops at the first round at or above the target. The paper picked each setting's client learning rate from
+a grid; so does this: one run per learning rate (constant unless --learning-rate-decay says otherwise), seed
+given, every run printed.
 """
 
 from __future__ import annotations
