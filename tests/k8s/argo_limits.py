@@ -132,7 +132,7 @@ def max_workers(workflow: dict, rounds: int) -> int:
 
 
 if __name__ == "__main__":
-    # The envelope table of the README: `python tests/k8s/argo_limits.py` (about a minute).
+    # The envelope table of docs/kubernetes.md: `python tests/k8s/argo_limits.py` (about a minute).
     import sys
     from pathlib import Path
 

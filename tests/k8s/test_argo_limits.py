@@ -1,7 +1,7 @@
 """Argo's limits on the run itself, walked without a cluster: nesting depth, nodes per round, status size.
 
-The README's "Scale" table is checked here: each stated number of workers fits Argo's 1 MiB Workflow size
-once the controller compresses the node statuses, and 10 % more does not (argo_limits.py says how the
+The "Scale" table of docs/kubernetes.md is checked here: each stated number of workers fits Argo's 1 MiB
+Workflow size once the controller compresses the node statuses, and 10 % more does not (argo_limits.py says how the
 status is built; `python tests/k8s/argo_limits.py` prints the exact boundaries).
 """
 
@@ -44,7 +44,7 @@ def test_a_thousand_workers_for_fifty_rounds_stay_inside_the_depth_limit(workflo
     trainers = [node for node in walker.nodes if node.type == "Pod" and node.template == "train-on-gpu"]
     assert len(trainers) == 1000 * 50
     assert [nodes_per_round(walker, round_number) for round_number in (1, 25, 49)] == [2 * 1000 + 15] * 3
-    assert not fits(workflow, 1000, 50), "the README says this size needs node status offloading"
+    assert not fits(workflow, 1000, 50), "docs/kubernetes.md says this size needs node status offloading"
 
 
 def test_rounds_stop_at_the_depth_limit(workflow):
@@ -67,21 +67,21 @@ def test_the_old_batch_recursion_fails_at_a_few_hundred_workers():
         walk(old, workers="1000", parallelism="3", rounds="50")
 
 
-def readme_envelope() -> list[tuple[int, int]]:
-    """(rounds, most workers) from the README's scale table: rows like ``| 20 | 570 |``."""
-    text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index("### Scale"):]
+def documented_envelope() -> list[tuple[int, int]]:
+    """(rounds, most workers) from the scale table of docs/kubernetes.md: rows like ``| 20 | 570 |``."""
+    text = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    section = text[text.index("## Scale"):]
     section = section[:section.index("\n#", 1)]
     rows = re.findall(r"^\|\s*(\d+)\s*\|\s*([\d,]+)\s*\|", section, flags=re.MULTILINE)
     return [(int(rounds), int(workers.replace(",", ""))) for rounds, workers in rows]
 
 
-def test_readme_states_the_size_envelope_computed_here(workflow):
-    envelope = readme_envelope()
+def test_docs_state_the_size_envelope_computed_here(workflow):
+    envelope = documented_envelope()
     assert [rounds for rounds, _ in envelope] == [5, 20, 50, MAX_ROUNDS]
     for rounds, workers in envelope:
         assert fits(workflow, workers, rounds), f"{rounds} rounds x {workers} workers is over Argo's size limit"
-        assert not fits(workflow, math.ceil(workers * 1.1), rounds), f"{rounds} rounds: the README understates"
+        assert not fits(workflow, math.ceil(workers * 1.1), rounds), f"{rounds} rounds: the docs understate"
 
 
 def test_size_estimate_grows_with_the_run(workflow):
