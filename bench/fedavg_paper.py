@@ -25,8 +25,8 @@ from pathlib import Path
 from rich.console import Console
 
 from common.layout import RunLayout, data_path
-from common.runconfig import (CLIENT_OPTIMIZERS, SERVER_SETTINGS, SERVER_STRATEGIES, RunConfig, flag_name,
-                              number_or_default, save_config)
+from common.runconfig import (CLIENT_OPTIMIZERS, LEARNING_RATE_ANNEALS, SERVER_SETTINGS, SERVER_STRATEGIES, RunConfig,
+                              flag_name, number_or_default, save_config)
 from runner.pool import initialize_in_pool, make_progress_queue
 from runner.run import LiveProgress, WorkerPool, complete_round
 from splitter.split import write_shards
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS, default="adam")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3], help="the clients' grid")
     parser.add_argument("--learning-rate-decay", type=float, default=1.0)
+    parser.add_argument("--learning-rate-anneal", choices=LEARNING_RATE_ANNEALS, default="none",
+                        help="cosine: anneal the clients' step toward 0 over --max-rounds")
     parser.add_argument("--max-rounds", type=int, default=40)
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--strategy", choices=SERVER_STRATEGIES, default="fedavg")
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         RunConfig(workers=100, clients_per_round=10, epochs=5, batch_size=10, model="fedavg-cnn", split=args.split,
                   rounds=args.max_rounds, seed=args.seed, strategy=args.strategy,
                   client_optimizer=args.client_optimizer, learning_rate=learning_rate,
-                  learning_rate_decay=args.learning_rate_decay,
+                  learning_rate_decay=args.learning_rate_decay, learning_rate_anneal=args.learning_rate_anneal,
                   **{name: getattr(args, name) for name in SERVER_SETTINGS})
         for learning_rate in args.learning_rates
     ]
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         workers = WorkerPool(args.parallelism, make_progress_queue())
         try:
             for index, config in enumerate(configs):
-                print(f"{args.split}, {describe(config)}, client {config.client_optimizer} {config.learning_rate:g}:",
+                print(f"{args.split}, {describe(config)}, client {config.client_optimizer} {config.learning_rate:g} "
+                      f"(decay {config.learning_rate_decay:g}, anneal {config.learning_rate_anneal}):",
                       flush=True)
                 accuracies, seconds = rounds_to_target(config, f"paper-{index}", volume, args.data, workers, args.target)
                 rows.append((config, accuracies, seconds))
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for config, accuracies, seconds in rows:
         reached = next((number for number, value in enumerate(accuracies, 1) if value >= args.target), None)
         print(f"| {config.split} | {describe(config)} | {config.client_optimizer} {config.learning_rate:g} "
-              f"({config.learning_rate_decay:g}) | "
+              f"({config.learning_rate_decay:g}{', cosine' if config.learning_rate_anneal == 'cosine' else ''}) | "
               f"{reached if reached else f'> {len(accuracies)}'} | {100 * max(accuracies):.2f} | {seconds:.0f} | "
               f"{PAPER_ROUNDS[config.split]} |")
     return 0

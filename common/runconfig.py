@@ -15,6 +15,9 @@ AGGREGATIONS = ("mean", "median", "trimmed-mean")
 MODEL_ARCHITECTURES = ("convnet", "fedavg-cnn")
 # The clients' local optimizer: Adam (the default), or plain minibatch SGD as in McMahan et al. 2017.
 CLIENT_OPTIMIZERS = ("adam", "sgd")
+# How the clients' step size is annealed over the run's rounds, on top of the per-round decay: not at all, or
+# along a half cosine toward 0 by the last round (Loshchilov & Hutter 2017, as keras.optimizers.schedules.CosineDecay).
+LEARNING_RATE_ANNEALS = ("none", "cosine")
 
 # Each server strategy's settings and their defaults. FedAdam and FedYogi: Flower's defaults, which follow
 # Reddi et al. 2021 (beta1 0.9, beta2 0.99; tau 1e-9 and 1e-3). FedAvgM: momentum 0.9 as in Hsu et al. 2019
@@ -67,6 +70,7 @@ class RunConfig:
     # 98.57 % for 1e-3 and 0.8.
     learning_rate: float = 2e-3
     learning_rate_decay: float = 0.7
+    learning_rate_anneal: str = "none"  # cosine: the step also shrinks along a half cosine over the run's rounds
 
     def __post_init__(self) -> None:
         for name in ("workers", "rounds", "epochs", "batch_size"):
@@ -77,6 +81,7 @@ class RunConfig:
         check_choice("strategy", self.strategy, SERVER_STRATEGIES)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         check_choice("client_optimizer", self.client_optimizer, CLIENT_OPTIMIZERS)
+        check_choice("learning_rate_anneal", self.learning_rate_anneal, LEARNING_RATE_ANNEALS)
         if not check_number("alpha", self.alpha) > 0:
             raise ValueError(f"alpha must be greater than 0, got {self.alpha!r}")
         if self.clients_per_round is not None:
@@ -131,7 +136,13 @@ class RunConfig:
 
     def learning_rate_for_round(self, round_number: int) -> float:
         """The clients' step size in ``round_number`` (1 for the first round)."""
-        return self.learning_rate * self.learning_rate_decay ** max(0, round_number - 1)
+        rounds_before = max(0, round_number - 1)
+        step = self.learning_rate * self.learning_rate_decay ** rounds_before
+        if self.learning_rate_anneal == "cosine":
+            # Over `rounds`, not `rounds - 1`: the last round still trains, at a step near 0 (as CosineDecay's
+            # step rounds - 1 of decay_steps rounds).
+            step *= 0.5 * (1 + math.cos(math.pi * min(rounds_before, self.rounds) / self.rounds))
+        return step
 
     @property
     def clients_each_round(self) -> int:
@@ -259,6 +270,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the clients' step size in round 1")
     parser.add_argument("--learning-rate-decay", type=float, default=defaults.learning_rate_decay,
                         help="multiplies the clients' step size every round after the first (1: constant)")
+    parser.add_argument("--learning-rate-anneal", choices=LEARNING_RATE_ANNEALS, default=defaults.learning_rate_anneal,
+                        help="cosine: also anneal the clients' step size toward 0 over the run's rounds")
 
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
@@ -286,4 +299,5 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
         client_optimizer=args.client_optimizer,
         learning_rate=args.learning_rate,
         learning_rate_decay=args.learning_rate_decay,
+        learning_rate_anneal=args.learning_rate_anneal,
     )

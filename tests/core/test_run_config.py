@@ -24,6 +24,7 @@ OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split
         ({"aggregation": "krum"}, "aggregation must be one of mean, median, trimmed-mean"),
         ({"model": "resnet"}, "model must be one of convnet, fedavg-cnn"),
         ({"client_optimizer": "rmsprop"}, "client-optimizer must be one of adam, sgd"),
+        ({"learning_rate_anneal": "linear"}, "learning-rate-anneal must be one of none, cosine"),
         ({"split": "shards"}, "split must be one of iid, dirichlet, pathological"),
         ({"proximal_mu": -0.01}, "proximal-mu must be at least 0"),
         ({"proximal_mu": float("nan")}, "proximal-mu must be a finite number"),
@@ -78,6 +79,7 @@ def test_an_old_run_json_loads_with_the_new_defaults_and_the_schedule_it_trained
     config = load_config(path)
     then = RunConfig(**OLD_RUN_JSON, learning_rate=1e-3, learning_rate_decay=0.8)
     assert config == then and config.strategy == RunConfig().strategy and config.client_optimizer == "adam"
+    assert config.learning_rate_anneal == "none"  # its clients trained on the plain decay
     save_config(path, then)  # resuming it with its own step size is the same run
     assert json.loads(path.read_text()) == OLD_RUN_JSON  # and leaves its file alone
 
@@ -86,7 +88,8 @@ def test_a_resume_with_another_strategy_model_or_sampling_is_refused(tmp_path):
     path = tmp_path / "run.json"
     save_config(path, RunConfig(workers=10, strategy="fedadam", clients_per_round=3))
     for changed in ({"strategy": "fedyogi"}, {"model": "fedavg-cnn"}, {"clients_per_round": 4},
-                    {"server_learning_rate": 0.2}, {"aggregation": "median"}, {"client_optimizer": "sgd"}):
+                    {"server_learning_rate": 0.2}, {"aggregation": "median"}, {"client_optimizer": "sgd"},
+                    {"learning_rate_anneal": "cosine"}):
         settings = {"workers": 10, "strategy": "fedadam", "clients_per_round": 3, **changed}
         with pytest.raises(ValueError, match="different configuration"):
             save_config(path, RunConfig(**settings))
@@ -106,6 +109,21 @@ def test_the_client_step_size_decays_per_round_from_the_configured_rate():
     assert RunConfig().learning_rate_for_round(1) == 2e-3
     assert RunConfig().learning_rate_for_round(3) == pytest.approx(2e-3 * 0.7**2)
     assert RunConfig(learning_rate=0.05, learning_rate_decay=1).learning_rate_for_round(40) == 0.05
+
+
+def test_the_cosine_anneal_follows_half_a_cosine_over_the_run_s_rounds_on_top_of_the_decay():
+    # By hand, 4 rounds: the cosine factor in round r is (1 + cos(pi * (r - 1) / 4)) / 2 = 1, 0.8536, 0.5, 0.1464.
+    config = RunConfig(rounds=4, learning_rate=0.1, learning_rate_decay=0.5, learning_rate_anneal="cosine")
+    steps = [config.learning_rate_for_round(round_number) for round_number in (1, 2, 3, 4)]
+    assert steps == pytest.approx([0.1, 0.05 * 0.853553, 0.025 * 0.5, 0.0125 * 0.146447], rel=1e-5)
+    # The same numbers as Keras's own CosineDecay at step r - 1 of `rounds` steps (decay 1).
+    import keras
+
+    keras_cosine = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=4)
+    plain = RunConfig(rounds=4, learning_rate=0.1, learning_rate_decay=1, learning_rate_anneal="cosine")
+    for round_number in (1, 2, 3, 4):
+        assert plain.learning_rate_for_round(round_number) == pytest.approx(float(keras_cosine(round_number - 1)))
+    assert RunConfig(rounds=4, learning_rate_decay=1).learning_rate_for_round(4) == RunConfig().learning_rate
 
 
 def test_resuming_a_run_from_before_the_step_size_was_recorded_under_today_s_defaults_is_refused(tmp_path):
@@ -129,12 +147,14 @@ def test_the_flags_make_the_config():
     args = parser.parse_args(["--workers", "100", "--clients-per-round", "10", "--strategy", "fedyogi", "--server-tau",
                               "0.01", "--aggregation", "trimmed-mean", "--trim-fraction", "0.1", "--model",
                               "fedavg-cnn", "--proximal-mu", "0.01", "--split", "pathological", "--learning-rate",
-                              "0.02", "--learning-rate-decay", "1", "--client-optimizer", "sgd"])
+                              "0.02", "--learning-rate-decay", "1", "--client-optimizer", "sgd",
+                              "--learning-rate-anneal", "cosine"])
     config = config_from_arguments(args)
     assert (config.workers, config.clients_per_round, config.strategy, config.server_tau) == (100, 10, "fedyogi", 0.01)
     assert (config.aggregation, config.trim_fraction, config.model, config.proximal_mu) == ("trimmed-mean", 0.1, "fedavg-cnn", 0.01)
     assert config.split == "pathological" and config.server_learning_rate == 0.01
     assert (config.learning_rate, config.learning_rate_decay, config.client_optimizer) == (0.02, 1.0, "sgd")
+    assert config.learning_rate_anneal == "cosine"
     assert config_from_arguments(parser.parse_args([])) == RunConfig()
 
 

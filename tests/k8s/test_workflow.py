@@ -20,7 +20,8 @@ MOUNT_PATH = "/mnt/volume"
 REQUIRED_PARAMETERS = {"workers", "rounds", "epochs", "batch-size", "split", "alpha", "seed", "image", "gpus",
                        "pvc", "min-accuracy", "clients-per-round", "model", "strategy", "server-learning-rate",
                        "server-momentum", "server-beta1", "server-beta2", "server-tau", "aggregation", "trim-fraction",
-                       "proximal-mu", "client-optimizer", "learning-rate", "learning-rate-decay"}
+                       "proximal-mu", "client-optimizer", "learning-rate", "learning-rate-decay",
+                       "learning-rate-anneal"}
 # Parameter sets the plan is checked with: defaults, CPU, several GPUs and workers, Dirichlet, sampled clients
 # with a server optimizer and robust aggregation, the paper's pathological split and CNN with FedProx.
 PLANS = [
@@ -32,7 +33,7 @@ PLANS = [
      "aggregation": "trimmed-mean", "trim-fraction": "0.34"},
     {"workers": "100", "clients-per-round": "10", "rounds": "2", "split": "pathological", "model": "fedavg-cnn",
      "proximal-mu": "0.01", "strategy": "fedavgm", "server-momentum": "0.9", "client-optimizer": "sgd",
-     "learning-rate": "0.05", "learning-rate-decay": "1"},
+     "learning-rate": "0.05", "learning-rate-decay": "1", "learning-rate-anneal": "cosine"},
 ]
 RETRIED_TEMPLATES = ["sample", "train-on-gpu", "train-on-cpu", "aggregate", "evaluate"]
 TRAINER_TEMPLATES = ["train-on-gpu", "train-on-cpu"]
