@@ -13,7 +13,12 @@
 # The GPU image is the same slim Python base with TensorFlow's documented pip route for NVIDIA GPUs
 # (tensorflow[and-cuda], which brings CUDA and cuDNN as wheels) at the version requirements.txt pins for
 # tensorflow-cpu: no CUDA base image to match, the nodes need only the NVIDIA driver.
-FROM python:3.11-slim-bookworm AS server
+#
+# BASE_IMAGE stays at the official image in production; cluster/images.sh passes a local Debian bookworm base
+# with the same contract (python and pip on PATH, pip free to install system-wide) where no registry answers.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS server
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -34,7 +39,7 @@ EXPOSE 8080
 CMD ["gunicorn", "-c", "server/gunicorn.conf.py", "server:create_app()"]
 
 
-FROM python:3.11-slim-bookworm AS pipeline
+FROM ${BASE_IMAGE} AS pipeline
 
 # tensorflow-cpu, or tensorflow[and-cuda] for the GPU image; same version either way.
 ARG TENSORFLOW=tensorflow-cpu

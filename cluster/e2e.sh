@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# The cluster end-to-end test: brings up the local single-node cluster (cluster/up.sh), runs the production
+# commands of docs/kubernetes.md against it, and tears it down (cluster/down.sh) even when a step fails.
+#   1 kubectl apply -k workflows/            5 kubectl apply -k (deploy/ with the local image), predict a digit
+#   2 the claim mnist-volume bound           6 workflows/accuracy-test.yaml as a Job: passes, and fails above
+#   3 argo submit workflows/mnist.yaml         the model's accuracy
+#   4 argo submit --from workflowtemplate    faults: a killed trainer, an unreachable min-accuracy, bad parameters
+# Prints one line per check and closes with "N passed, N failed"; exits non-zero if any check failed.
+#
+#   cluster/e2e.sh            (root; `make cluster-test` runs it after `make setup`)
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+# shellcheck source=config.sh
+source "$here/config.sh"
+cd "$repo"
+PYTHON=${PYTHON:-$repo/.venv/bin/python}
+export KUBECONFIG="$ADMIN_KUBECONFIG"
+IMAGE_FLAGS=(-p "image=$PIPELINE_IMAGE" -p gpus=0)
+# This node has 2 cores: trainers ask for half a core each (production asks 2), so the semaphore, not the
+# node's CPU, decides how many run at once.
+SMALL_NODE=(-p trainer-cpus=500m)
+passed=0
+failed=0
+started=$SECONDS
+
+say() { echo "[e2e $(date +%T)] $*"; }
+# check NAME COMMAND...: one test; its output is shown only when it fails.
+check() {
+  local name=$1; shift
+  local output
+  if output=$("$@" 2>&1); then
+    passed=$((passed + 1)); say "ok    $name"
+  else
+    failed=$((failed + 1)); say "FAIL  $name"; echo "$output" | tail -n 30 | sed 's/^/        /'
+  fi
+}
+
+finish() {
+  local status=$?
+  say "tearing down"
+  "$here/down.sh" || failed=$((failed + 1))
+  say "took $((SECONDS - started)) s"
+  echo "$passed passed, $failed failed"
+  [[ $failed -eq 0 && $status -eq 0 ]] || exit 1
+}
+trap finish EXIT
+
+workflow_phase() { kubectl -n mnist get workflow "$1" -o 'jsonpath={.status.phase}'; }
+workflow_output() {
+  kubectl -n mnist get workflow "$1" -o "jsonpath={.status.outputs.parameters[?(@.name==\"$2\")].value}"
+}
+# submit ARGS...: `argo submit -n mnist ARGS -o name`, waited for; prints the workflow's name.
+submit() {
+  local name
+  name=$(argo submit -n mnist "$@" -o name) || return 1
+  argo wait -n mnist "$name" >/dev/null 2>&1
+  echo "$name"
+}
+expect_phase() { [[ "$(workflow_phase "$1")" == "$2" ]] || { argo get -n mnist "$1"; return 1; }; }
+published_versions() { ls "$LOCAL_VOLUME/models/mnist" 2>/dev/null | grep -c '^[0-9]'; }
+
+# Step 3's checks on the finished run NAME.
+check_trained_run() {
+  local name=$1 run="$LOCAL_VOLUME/runs/$1"
+  check "3 workflow $name succeeded" expect_phase "$name" Succeeded
+  check "3 argo get shows accuracy $(workflow_output "$name" accuracy)" \
+    test -n "$(workflow_output "$name" accuracy)"
+  check "3 argo get shows accuracy-per-round $(workflow_output "$name" accuracy-per-round)" \
+    test -n "$(workflow_output "$name" accuracy-per-round)"
+  check "3 two rounds of three trainers wrote their models as uid 10001" \
+    test "$(stat -c %u "$run"/rounds/round-00{1,2}/client-*.h5 | sort | uniq -c | tr -s ' ')" == " 6 10001"
+  check "3 the exit handler wrote summary.json" grep -q '"status": "Succeeded"' "$run/summary.json"
+  check "3 a model was published" test "$(published_versions)" -ge 1
+  check "3 succeeded pods were garbage-collected" \
+    test -z "$(kubectl -n mnist get pods -l "workflows.argoproj.io/workflow=$name" --field-selector=status.phase=Succeeded -o name)"
+}
+
+# The most trainer pods seen running at once while a workflow runs, sampled every second.
+watch_trainers() {
+  local max=0 running
+  while true; do
+    running=$(kubectl -n mnist get pods -l app.kubernetes.io/component=trainer \
+      --field-selector=status.phase=Running -o name 2>/dev/null | wc -l)
+    ((running > max)) && max=$running && echo "$max" >"$1"
+    sleep 1
+  done
+}
+
+step_production_run() {
+  check "1 kubectl apply -k workflows/" kubectl apply -k workflows/
+  check "2 kubectl apply -k cluster/local-volume/ (the NFS claim's local stand-in)" \
+    kubectl apply -k cluster/local-volume/
+  check "2 the claim mnist-volume is bound" \
+    kubectl -n mnist wait --for=jsonpath='{.status.phase}'=Bound pvc/mnist-volume --timeout=60s
+  # The semaphore is what limits the trainers here: at most 2 of the 3 at once.
+  kubectl -n mnist patch configmap mnist-federated-limits -p '{"data":{"trainers":"2"}}' >/dev/null
+  local peak_file
+  peak_file=$(mktemp)
+  echo 0 >"$peak_file"
+  watch_trainers "$peak_file" &
+  local watcher=$!
+  local name
+  name=$(submit workflows/mnist.yaml -p workers=3 -p rounds=2 -p min-accuracy=0.98 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}")
+  kill "$watcher"
+  say "3 argo submit workflows/mnist.yaml: $name"
+  check_trained_run "$name"
+  check "3 the trainer semaphore held: at most 2 trainers ran at once (peak $(cat "$peak_file"))" \
+    test "$(cat "$peak_file")" -le 2 -a "$(cat "$peak_file")" -ge 1
+  rm -f "$peak_file"
+  kubectl -n mnist patch configmap mnist-federated-limits -p '{"data":{"trainers":"3"}}' >/dev/null
+  argo get -n mnist "$name" >"$LOGS/e2e-$name.txt" 2>&1
+}
+
+step_template_run() {
+  local name
+  name=$(submit --from workflowtemplate/mnist-federated -p workers=4 -p clients-per-round=2 -p split=dirichlet \
+    -p rounds=1 -p min-accuracy=0.5 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}")
+  check "4 argo submit --from workflowtemplate (2 of 4 clients, dirichlet) succeeded: $name" \
+    expect_phase "$name" Succeeded
+  check "4 it trained exactly the 2 sampled clients" \
+    test "$(ls "$LOCAL_VOLUME/runs/$name/rounds/round-001/" | grep -c '^client-.*\.h5$')" -eq 2
+}
+
+fault_killed_trainer() {
+  local name pod
+  name=$(argo submit -n mnist workflows/mnist.yaml -p workers=2 -p rounds=1 -p min-accuracy=0.5 \
+    "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  # Kill a trainer once it has been training for a few seconds.
+  for _ in $(seq 300); do
+    pod=$(kubectl -n mnist get pods -l "app.kubernetes.io/component=trainer,workflows.argoproj.io/workflow=$name" \
+      --field-selector=status.phase=Running -o name 2>/dev/null | head -n 1)
+    [[ -n "$pod" ]] && break
+    sleep 1
+  done
+  sleep 10
+  check "fault: a running trainer pod is killed ($pod)" kubectl -n mnist delete "$pod" --grace-period=0 --force
+  argo wait -n mnist "$name" >/dev/null 2>&1
+  check "fault: Argo retried the killed trainer and the run published" expect_phase "$name" Succeeded
+  check "fault: the retry is in the workflow's nodes" \
+    test "$(kubectl -n mnist get workflow "$name" -o json | grep -c '"displayName": "train(0:0)(1)\|"displayName": "train(1:1)(1)')" -ge 1
+}
+
+fault_unreachable_accuracy() {
+  local before name
+  before=$(published_versions)
+  name=$(submit workflows/mnist.yaml -p workers=2 -p rounds=1 -p min-accuracy=0.9999 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}")
+  check "fault: min-accuracy 0.9999 fails the run $name" expect_phase "$name" Failed
+  check "fault: it failed at the accuracy test" \
+    sh -c "argo get -n mnist $name | grep -E 'accuracy-test.*(Failed|Error)'"
+  check "fault: it published nothing" test "$(published_versions)" -eq "$before"
+  check "fault: summary.json says Failed" grep -q '"status": "Failed"' "$LOCAL_VOLUME/runs/$name/summary.json"
+}
+
+fault_bad_parameters() {
+  local output name
+  output=$(argo submit -n mnist workflows/mnist.yaml -p split=nonsense "${IMAGE_FLAGS[@]}" 2>&1)
+  check "fault: -p split=nonsense is refused at submit" sh -c "! argo submit -n mnist workflows/mnist.yaml -p split=nonsense -p image=$PIPELINE_IMAGE -p gpus=0"
+  say "        argo says: $(echo "$output" | tail -n 1)"
+  name=$(submit workflows/mnist.yaml -p workers=0 "${IMAGE_FLAGS[@]}")
+  check "fault: -p workers=0 fails $name" expect_phase "$name" Failed
+  output=$(argo logs -n mnist "$name" 2>&1)
+  say "        argo logs: $(echo "$output" | grep -v '^\s*$' | head -n 1)"
+  check "fault: its log has a one-line message and no Python traceback" \
+    sh -c "echo \"\$0\" | grep -q 'workers' && ! echo \"\$0\" | grep -q Traceback" "$output"
+}
+
+# A PNG of an MNIST test digit (from the data `make setup` fetched) and its label.
+digit_png() {
+  "$PYTHON" - "$1" <<'EOF'
+import sys
+import numpy as np
+from PIL import Image
+with np.load("volume/data/mnist.npz") as data:
+    image, label = data["x_test"][0], int(data["y_test"][0])
+Image.fromarray(image).save(sys.argv[1])
+print(label)
+EOF
+}
+
+step_serve() {
+  check "5 kubectl apply -k cluster/deploy-local/ (deploy/ with the local image)" kubectl apply -k cluster/deploy-local/
+  check "5 the web demo's rollout completes" kubectl -n mnist rollout status deployment/mnist-web --timeout=180s
+  local port=18080 forward
+  kubectl -n mnist port-forward service/mnist-web "$port:80" >"$LOGS/port-forward.log" 2>&1 &
+  forward=$!
+  for _ in $(seq 30); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 1; done
+  check "5 /readyz answers 200" curl -fsS "http://127.0.0.1:$port/readyz"
+  check "5 the web demo's page loads" sh -c "curl -fsS http://127.0.0.1:$port/ | grep -qi '<html'"
+  local png label answer
+  png=$(mktemp --suffix=.png)
+  label=$(digit_png "$png")
+  answer=$(curl -fsS -H 'Content-Type: image/png' --data-binary "@$png" "http://127.0.0.1:$port/api/predict")
+  check "5 an uploaded test digit ($label) comes back right" \
+    sh -c "echo '$answer' | grep -q '\"digit\":$label'"
+  kill "$forward" 2>/dev/null
+  rm -f "$png"
+}
+
+# accuracy_job MIN_ACCURACY: workflows/accuracy-test.yaml with the local image and the given bar; prints its name.
+accuracy_job() {
+  kubectl -n mnist set image --local -f workflows/accuracy-test.yaml "evaluator=$PIPELINE_IMAGE" -o yaml |
+    sed "s/--min-accuracy=0.99/--min-accuracy=$1/" | kubectl -n mnist create -f - -o name
+}
+
+step_accuracy_job() {
+  local job
+  job=$(accuracy_job 0.98)
+  check "6 the accuracy-test Job completes against the published model ($job)" \
+    kubectl -n mnist wait --for=condition=Complete "$job" --timeout=600s
+  job=$(accuracy_job 0.9999)
+  check "6 the accuracy-test Job fails with --min-accuracy=0.9999 ($job)" \
+    kubectl -n mnist wait --for=condition=Failed "$job" --timeout=600s
+  say "        its log: $(kubectl -n mnist logs "$job" 2>&1 | tail -n 1)"
+}
+
+main() {
+  say "bringing the cluster up"
+  if ! "$here/up.sh"; then
+    failed=$((failed + 1)); say "FAIL  the cluster came up (logs: $LOGS)"; return 1
+  fi
+  passed=$((passed + 1)); say "ok    the cluster came up"
+  step_production_run
+  step_template_run
+  fault_killed_trainer
+  fault_unreachable_accuracy
+  fault_bad_parameters
+  step_serve
+  step_accuracy_job
+}
+
+main
