@@ -8,7 +8,7 @@ DATA := $(VOLUME)/data/mnist.npz
 # Extra flags for the runner, e.g. `make run ARGS="--workers 5 --split dirichlet"`.
 ARGS ?=
 
-.PHONY: setup data run test test-fast browser bench serve
+.PHONY: setup data run test test-fast browser bench serve cluster cluster-down cluster-test cluster-packages
 setup: $(VENV)/.installed $(DATA)
 
 data: $(DATA)
@@ -48,3 +48,21 @@ bench: setup
 	$(BIN)/python -m bench.model_choice
 	$(BIN)/python -m bench.client_overhead
 	$(BIN)/python -m bench.flower_ab
+
+# A real single-node Kubernetes with Argo on this machine (root; docs/kubernetes.md, "Try the Kubernetes path on
+# one machine"). Builds from pinned sources the first time (cluster/versions.env), then starts in a minute or two.
+CLUSTER_PACKAGES := containerd runc containernetworking-plugins buildah debootstrap iptables conntrack curl
+cluster-packages:
+	@missing=$$(for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+cluster: cluster-packages
+	cluster/up.sh
+
+cluster-down:
+	cluster/down.sh
+
+# Brings the cluster up, runs the production commands and the fault checks on it, tears it down.
+cluster-test: setup cluster-packages
+	cluster/e2e.sh

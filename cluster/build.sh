@@ -7,7 +7,8 @@
 #
 # Kubernetes and etcd are consumed as modules through a small wrapper go.mod each (their own go.mod files have
 # `replace` lines a dependent module does not inherit); Argo's CLI embeds ui/dist/app, which its module does
-# not ship, so it builds in a writable copy of the module with Argo's own placeholder, as Argo's Makefile does.
+# not ship, so it builds in a writable copy of the module with Argo's own placeholder, as Argo's Makefile does
+# (and the one symlink of Argo's repository that a module zip cannot carry).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -86,6 +87,9 @@ build_argo() {
   module_dir=$(go mod download -json "$module@$ARGO_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
   rm -rf "$src" && cp -r "$module_dir" "$src" && chmod -R u+w "$src"
   mkdir -p "$src/ui/dist/app" && touch "$src/ui/dist/app/placeholder"
+  # In Argo's repository the executor's Linux signal code is a symlink to the Darwin file, and Go module zips
+  # carry no symlinks (argoproj/argo-workflows#9590, #13534): put the repository's link back.
+  ln -sfn signal_darwin.go "$src/workflow/executor/osspecific/signal_linux.go"
   local ldflags="-s -w -X $module.version=$ARGO_VERSION -X $module.gitTag=$ARGO_VERSION -X $module.gitTreeState=clean"
   log "argo $ARGO_VERSION: building ${ARGO_PROGRAMS[*]}"
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"

@@ -1,5 +1,5 @@
 # Settings of the local single-node cluster, shared by up.sh, down.sh and e2e.sh (sourced, not run).
-# Every address is on this machine: the node IP and the service range sit on a dummy link, the pods on a
+# Every address is on this machine: the node IP and the service range sit on a local link, the pods on a
 # bridge, and a firewall chain drops whatever a pod sends anywhere else.
 # shellcheck shell=bash
 cluster_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -10,7 +10,7 @@ CLUSTER_CACHE=${CLUSTER_CACHE:-$HOME/.cache/mnist-cluster}  # Go builds and imag
 CLUSTER_STATE=${CLUSTER_STATE:-/var/lib/mnist-cluster}       # etcd, certificates, kubelet, containerd, logs
 CLUSTER_RUN=${CLUSTER_RUN:-/run/mnist-cluster}               # sockets and pid files
 NODE_NAME=${NODE_NAME:-mnist-node}
-NODE_IP=${NODE_IP:-10.200.0.1}            # API server, kubelet and NodePorts: on the dummy link NODE_LINK
+NODE_IP=${NODE_IP:-10.200.0.1}            # API server, kubelet and NodePorts: on the local link NODE_LINK
 SERVICE_CIDR=${SERVICE_CIDR:-10.201.0.0/24}
 API_SERVICE_IP=${API_SERVICE_IP:-10.201.0.1}  # the `kubernetes` Service: the first address of SERVICE_CIDR
 POD_CIDR=${POD_CIDR:-10.202.0.0/24}

@@ -44,12 +44,19 @@ preflight() {
     command -v "$tool" >/dev/null || fail "$tool missing: apt-get install containerd runc buildah debootstrap iptables conntrack containernetworking-plugins"
   done
   [[ -x /usr/lib/cni/bridge ]] || fail "CNI plugins missing: apt-get install containernetworking-plugins"
+  # The Go builds and the project's image builds overlap (the CPU-bound compile beside the download-bound
+  # pip installs); Argo's two images need the Go build.
+  mkdir -p "$CLUSTER_CACHE"
+  "$here/images.sh" pause server pipeline >"$CLUSTER_CACHE/images.log" 2>&1 &
+  local images=$!
   "$here/build.sh"
-  "$here/images.sh"
+  wait "$images" || { tail -n 20 "$CLUSTER_CACHE/images.log" >&2; fail "image build failed ($CLUSTER_CACHE/images.log)"; }
+  "$here/images.sh" argoexec controller
 }
 
 network() {
-  ip link add "$NODE_LINK" type dummy
+  # A bridge without ports: a local link that sends nothing anywhere (this kernel has no dummy driver).
+  ip link add "$NODE_LINK" type bridge
   ip addr add "$NODE_IP/32" dev "$NODE_LINK"
   ip link set "$NODE_LINK" up
   # The service range ends here, never at the default route: an address kube-proxy has not translated is
@@ -139,6 +146,9 @@ state = "$CLUSTER_RUN/containerd"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   netns_mounts_under_state_dir = true
+  # root here lacks CAP_SYS_RESOURCE, so no process may lower its OOM score: the sandbox's -998 (and a
+  # Guaranteed pod's -997) would fail runc's start; clamp them at containerd's own score instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -183,6 +193,7 @@ start_control_plane() {
     --service-account-signing-key-file="$PKI/service-account.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --kubelet-preferred-address-types=InternalIP \
     --allow-privileged=false --profiling=false
   wait_for kube-apiserver 90 kubectl --kubeconfig "$ADMIN_KUBECONFIG" get --raw /readyz
   start kube-controller-manager kube-controller-manager \

@@ -234,7 +234,9 @@ def test_gpu_image_installs_tensorflow_and_cuda_at_the_pinned_version():
     text = dockerfile()
     assert re.search(r"^ARG TENSORFLOW=tensorflow-cpu$", text, flags=re.MULTILINE)
     assert "--build-arg TENSORFLOW='tensorflow[and-cuda]'" in text
-    assert set(re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)) == {"python:3.11-slim-bookworm"}
+    # Both stages start from BASE_IMAGE, the official slim image unless a build passes another (cluster/images.sh).
+    assert set(re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)) == {"${BASE_IMAGE}"}
+    assert re.search(r"^ARG BASE_IMAGE=python:3.11-slim-bookworm$", text, flags=re.MULTILINE)
     (cpu,) = [line for line in image_requirements("tensorflow-cpu") if line.startswith("tensorflow")]
     (gpu,) = [line for line in image_requirements("tensorflow[and-cuda]") if line.startswith("tensorflow")]
     version = cpu.split("#")[0].strip().removeprefix("tensorflow-cpu==")

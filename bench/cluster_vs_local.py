@@ -1,0 +1,153 @@
+"""Wall time of a run on the local single-node cluster (`argo submit`) ÷ the same run as local processes.
+
+    make cluster && source cluster/env.sh
+    .venv/bin/python -m bench.cluster_vs_local [--pairs 2] [--rounds 2] [--workers 3]
+
+Both sides are the production commands on this machine: `python -m runner --rounds R --workers W` (what
+`make run ARGS=...` calls) on a fresh volume, and `argo submit -n mnist workflows/mnist.yaml ... ` waited for
+(`argo wait`), with trainer-cpus=1 so that two trainers run at once on the 2-core node, as the runner's
+default --parallelism does. Interleaved pairs; medians and their ratio are printed.
+
+Where the cluster's extra time goes, from its Workflow's node records and its pods (polled every second,
+since succeeded pods are deleted): for each kind of step, the pod's start (scheduling, sandbox, Argo's init
+container, until the main container runs), the main container (Python start and the step's work) and its
+completion (from main's exit until Argo marks the step done: the wait container reporting outputs); and the
+time in which no pod of the run existed at all (the controller between steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+from common.layout import data_path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_IMAGE = "localhost/mnist-federated:cpu"  # cluster/config.sh PIPELINE_IMAGE
+
+
+def timestamp(text: str) -> float:
+    """Seconds since the epoch of a Kubernetes RFC 3339 time."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def run_local(data: Path, rounds: int, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as volume:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "runner", "--volume", volume, "--data", str(data), "--rounds", str(rounds),
+                        "--workers", str(workers)], cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+
+def kubectl_json(*args: str) -> dict:
+    result = subprocess.run(["kubectl", "-n", "mnist", *args, "-o", "json"], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
+class PodRecorder(threading.Thread):
+    """The last state seen of every pod of one workflow, polled until stopped."""
+
+    def __init__(self, workflow: str) -> None:
+        super().__init__(daemon=True)
+        self.workflow, self.pods, self.stopped = workflow, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                listing = kubectl_json("get", "pods", "-l", f"workflows.argoproj.io/workflow={self.workflow}")
+            except subprocess.CalledProcessError:
+                listing = {"items": []}
+            for pod in listing["items"]:
+                self.pods[pod["metadata"]["name"]] = pod
+            self.stopped.wait(1)
+
+
+def run_cluster(rounds: int, workers: int) -> tuple[float, dict, dict]:
+    started = time.perf_counter()
+    name = subprocess.run(
+        ["argo", "submit", "-n", "mnist", "workflows/mnist.yaml", "-o", "name", "-p", f"workers={workers}",
+         "-p", f"rounds={rounds}", "-p", "gpus=0", "-p", "trainer-cpus=1", "-p", "min-accuracy=0.9",
+         "-p", f"image={CLUSTER_IMAGE}"], cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    recorder = PodRecorder(name)
+    recorder.start()
+    subprocess.run(["argo", "wait", "-n", "mnist", name], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    recorder.stopped.set()
+    recorder.join()
+    workflow = kubectl_json("get", "workflow", name)
+    if workflow["status"]["phase"] != "Succeeded":
+        raise RuntimeError(f"{name}: {workflow['status']['phase']}: {workflow['status'].get('message')}")
+    return seconds, workflow, recorder.pods
+
+
+def main_container_times(pod: dict) -> tuple[float, float] | None:
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        terminated = status.get("state", {}).get("terminated")
+        if status["name"] == "main" and terminated:
+            return timestamp(terminated["startedAt"]), timestamp(terminated["finishedAt"])
+    return None
+
+
+def breakdown(workflow: dict, pods: dict) -> tuple[dict[str, list[tuple[float, float, float]]], float]:
+    """Per step kind: (pod start, main, completion) seconds of each pod; and the seconds no pod existed."""
+    by_kind: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    intervals = []
+    pods_by_node = {pod["metadata"]["annotations"].get("workflows.argoproj.io/node-id"): pod for pod in pods.values()}
+    for node_id, node in workflow["status"]["nodes"].items():
+        pod = pods_by_node.get(node_id)
+        if node["type"] != "Pod" or pod is None or not node.get("finishedAt"):
+            continue
+        created, finished = timestamp(pod["metadata"]["creationTimestamp"]), timestamp(node["finishedAt"])
+        intervals.append((created, finished))
+        main = main_container_times(pod)
+        if main:
+            by_kind[node["templateName"]].append((main[0] - created, main[1] - main[0], finished - main[1]))
+    started, finished = timestamp(workflow["status"]["startedAt"]), timestamp(workflow["status"]["finishedAt"])
+    covered, reach = 0.0, started
+    for begin, end in sorted(intervals):
+        begin, end = max(begin, reach), max(end, reach)
+        covered, reach = covered + end - begin, end
+    return by_kind, (finished - started) - covered
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=2, help="interleaved local/cluster pairs")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=data_path(REPO_ROOT / "volume"))
+    args = parser.parse_args(argv)
+    local, cluster, idle = [], [], []
+    kinds: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for pair in range(args.pairs):
+        local.append(run_local(args.data, args.rounds, args.workers))
+        seconds, workflow, pods = run_cluster(args.rounds, args.workers)
+        cluster.append(seconds)
+        by_kind, no_pod = breakdown(workflow, pods)
+        idle.append(no_pod)
+        for kind, rows in by_kind.items():
+            kinds[kind].extend(rows)
+        print(f"pair {pair + 1}: local {local[-1]:.1f} s, cluster {cluster[-1]:.1f} s "
+              f"({workflow['metadata']['name']}, {no_pod:.0f} s without a pod)", flush=True)
+    local_median, cluster_median = statistics.median(local), statistics.median(cluster)
+    print(f"\nmedian: local {local_median:.1f} s, cluster {cluster_median:.1f} s, "
+          f"ratio {cluster_median / local_median:.2f}x")
+    print(f"median time without any pod of the run (the controller between steps): {statistics.median(idle):.1f} s")
+    print("\nper step kind, median seconds over all pairs: pod start | main container | completion | pods")
+    for kind, rows in sorted(kinds.items()):
+        start, main_run, completion = (statistics.median(column) for column in zip(*rows))
+        print(f"  {kind:14s} {start:6.1f} | {main_run:6.1f} | {completion:6.1f} | {len(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
