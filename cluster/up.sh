@@ -267,7 +267,8 @@ install_argo() {
     crd/workflows.argoproj.io crd/workflowtemplates.argoproj.io crd/workflowtaskresults.argoproj.io >/dev/null
   mkdir -p "$CLUSTER_STATE/argo"
   cp "$here"/argo/*.yaml "$CLUSTER_STATE/argo/"
-  sed -i -e "s|@ARGO_MANIFESTS@|$module_dir/manifests|" -e "s|@ARGO_VERSION@|$ARGO_VERSION|g" "$CLUSTER_STATE"/argo/*.yaml
+  ln -sfn "$module_dir/manifests" "$CLUSTER_STATE/argo/argo-manifests"  # kustomize takes relative paths only
+  sed -i "s|@ARGO_VERSION@|$ARGO_VERSION|g" "$CLUSTER_STATE"/argo/*.yaml
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" kustomize --load-restrictor LoadRestrictionsNone "$CLUSTER_STATE/argo" |
     kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply -f - >/dev/null
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n argo rollout status deployment/workflow-controller --timeout=180s

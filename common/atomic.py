@@ -23,6 +23,10 @@ def atomic_path(final_path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     descriptor, temporary_name = tempfile.mkstemp(
         prefix=f".{final_path.name}.", suffix=suffix, dir=final_path.parent
     )
+    # mkstemp makes the file private (0600); what we publish is read by other users too (the image's user
+    # reads the MNIST file root wrote at build time; the web demo reads the trainers' models): 0644 as
+    # open() gives under the usual umask.
+    os.fchmod(descriptor, 0o644)
     os.close(descriptor)
     temporary_path = Path(temporary_name)
     try:

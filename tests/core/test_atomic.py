@@ -27,6 +27,14 @@ def test_the_temporary_sits_beside_the_target_with_the_requested_suffix(tmp_path
     assert target.read_bytes() == b"x"
 
 
+def test_the_written_file_is_readable_by_every_user(tmp_path):
+    """mkstemp's 0600 would hide a file root wrote (the image's MNIST) from the pods' user 10001."""
+    target = tmp_path / "mnist.npz"
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(b"x")
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("content, message", [(None, "file not found"), ("{oops", "not readable JSON")])
 def test_read_json_errors_name_the_file(tmp_path, content, message):
     path = tmp_path / "run.json"
