@@ -92,6 +92,7 @@ build_server() { build_base; build_target server "$SERVER_IMAGE"; export_image "
 argo_image() {
   local program=$1 image=$2 binary="$ARGO_BIN/$1" folder
   [[ -x "$binary" ]] || { echo "images.sh: $binary missing: run cluster/build.sh argo first" >&2; return 1; }
+  if [[ "$IMAGES/$program.tar" -nt "$binary" ]]; then log "$image: cached"; return; fi
   folder=$(mktemp -d)
   mkdir -p "$folder/bin" "$folder/etc" "$folder/tmp" && chmod 1777 "$folder/tmp"
   install -m 0755 "$binary" "$folder/bin/$program"
@@ -108,6 +109,7 @@ build_controller() { argo_image workflow-controller "$CONTROLLER_IMAGE"; }
 # The pod sandbox's pause process, compiled from the Kubernetes module's own source.
 build_pause() {
   local source folder
+  if [[ -f "$IMAGES/pause.tar" ]]; then log "$PAUSE_IMAGE: cached"; return; fi
   source=$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
     sed -n 's/.*"Dir": "\(.*\)",/\1/p')/build/pause/linux/pause.c
   folder=$(mktemp -d)

@@ -7,7 +7,9 @@ maximum allowed size", unless node status offloading (``persistence.nodeStatusOf
 on. ``workflow_size`` builds the status a finished run would have, with node statuses shaped as Argo's
 NodeStatus (pkg/apis/workflow/v1alpha1/workflow_types.go: id, name, displayName, type, templateName,
 templateScope, phase, boundaryID, startedAt, finishedAt, progress, resourcesDuration, inputs, outputs,
-children, outboundNodes, hostNodeName), and measures it the way the packer does.
+children, outboundNodes, hostNodeName), and measures it the way the packer does. Its node tree, IDs and fields
+are those of a real run of this workflow on the local cluster (fixtures/real-run-3-workers-2-rounds.json), and
+its compressed size is within 10 % of that run's (tests/k8s/test_argo_limits.py).
 """
 
 from __future__ import annotations
@@ -16,26 +18,37 @@ import base64
 import gzip
 import json
 import zlib
+from datetime import datetime, timedelta, timezone
 
 from argo_dryrun import ArgoNode
 
 MAX_WORKFLOW_SIZE = 1024 * 1024  # bytes of the Workflow's JSON (packer.getMaxWorkflowSize's default)
-STARTED_AT = "2026-11-27T10:00:00Z"
-FINISHED_AT = "2026-11-27T10:03:41Z"
+STARTED_AT = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
+STEP_SECONDS = 7  # a pod step's typical length on the local cluster (TensorFlow's start dominates)
+HOST_NODE_NAME = "gke-mnist-gpu-pool-4f6a2c1e-k8zt"  # a managed cluster's node name, longer than the local one
+
+
+def fnv1a_32(text: str) -> int:
+    """32-bit FNV-1a, the hash Argo's Workflow.NodeID uses (Go's hash/fnv New32a)."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
 
 
 def node_id(workflow_name: str, node_name: str) -> str:
-    """A node ID as Argo makes it: the workflow name and a 32-bit hash of the node name, in decimal.
-
-    Argo hashes with FNV-1a (Workflow.NodeID); CRC-32 gives IDs of the same lengths, in C instead of Python.
-    """
+    """A node ID as Argo makes it: the workflow name and the FNV-1a hash of the node name, in decimal."""
     if node_name == workflow_name:
         return workflow_name
-    return f"{workflow_name}-{zlib.crc32(node_name.encode())}"
+    return f"{workflow_name}-{fnv1a_32(node_name)}"
 
 
-def node_status(workflow_name: str, node: ArgoNode, boundary: str) -> dict:
-    """The NodeStatus JSON of a node after a successful run."""
+def timestamp(seconds: int) -> str:
+    return (STARTED_AT + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_status(workflow_name: str, node: ArgoNode, boundary: str, index: int, host: str = HOST_NODE_NAME) -> dict:
+    """The NodeStatus JSON of a node after a successful run; ``index`` orders the nodes in time."""
     status = {
         "id": node_id(workflow_name, node.name),
         "name": node.name,
@@ -44,8 +57,8 @@ def node_status(workflow_name: str, node: ArgoNode, boundary: str) -> dict:
         "templateScope": f"local/{workflow_name}",
         "phase": "Skipped" if node.type == "Skipped" else "Succeeded",
         "boundaryID": node_id(workflow_name, boundary),
-        "startedAt": STARTED_AT,
-        "finishedAt": FINISHED_AT,
+        "startedAt": timestamp(index),
+        "finishedAt": timestamp(index + STEP_SECONDS),
     }
     if node.template:
         status["templateName"] = node.template
@@ -53,14 +66,15 @@ def node_status(workflow_name: str, node: ArgoNode, boundary: str) -> dict:
         status["message"] = "when 'false' evaluated false"
         return status
     status["progress"] = "1/1"
-    status["resourcesDuration"] = {"cpu": 221, "memory": 884}
+    status["resourcesDuration"] = {"cpu": index % 97, "memory": 7 * index % 1009}
     if node.inputs:
         status["inputs"] = {"parameters": [{"name": key, "value": value} for key, value in node.inputs.items()]}
     if node.outputs:
-        status["outputs"] = {"parameters": [{"name": key, "value": value} for key, value in node.outputs.items()]}
+        status["outputs"] = {"parameters": [{"name": key, "value": value, "valueFrom": {"path": f"/tmp/{key}"}}
+                                            for key, value in node.outputs.items()]}
     if node.type == "Pod":
         status["outputs"] = {**status.get("outputs", {}), "exitCode": "0"}
-        status["hostNodeName"] = "gke-mnist-gpu-pool-4f6a2c1e-k8zt"
+        status["hostNodeName"] = host
         status["taskResultSynced"] = True
         if node.name.endswith(")") and node.display_name.endswith("(0)"):
             status["nodeFlag"] = {"retried": True}
@@ -71,14 +85,20 @@ def node_status(workflow_name: str, node: ArgoNode, boundary: str) -> dict:
     return status
 
 
-def status_nodes(workflow_name: str, nodes: list[ArgoNode]) -> dict[str, dict]:
+def status_nodes(workflow_name: str, nodes: list[ArgoNode], host: str = HOST_NODE_NAME) -> dict[str, dict]:
     """status.nodes of a finished run, keyed by node ID (a Steps node is the boundary of what it contains)."""
     boundaries: dict[str, str] = {}
     for node in nodes:  # parents come before their children
         for child in node.children:
             boundaries[child] = node.name if node.type == "Steps" else boundaries.get(node.name, workflow_name)
-    return {node_id(workflow_name, node.name): node_status(workflow_name, node, boundaries.get(node.name, workflow_name))
-            for node in nodes}
+    return {node_id(workflow_name, node.name): node_status(workflow_name, node, boundaries.get(node.name, workflow_name),
+                                                           index, host)
+            for index, node in enumerate(nodes)}
+
+
+def compressed_nodes_size(nodes: dict[str, dict]) -> int:
+    """Bytes of status.compressedNodes for these node statuses."""
+    return len(compressed(json.dumps(nodes, separators=(",", ":"))))
 
 
 def compressed(text: str) -> str:

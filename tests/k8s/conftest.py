@@ -1,11 +1,10 @@
-"""Fixtures for the Kubernetes manifest tests: the manifests, the claim names of nfs/, a tiny MNIST."""
+"""Fixtures for the Kubernetes manifest tests: the manifests and the claim names of nfs/."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # The helper modules beside this file (argo_dryrun, k8s_manifests), whatever pytest's import mode.
@@ -45,18 +44,3 @@ def claim_names() -> set[str]:
             if manifest["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in manifest["spec"]["accessModes"]:
                 names.add(manifest["metadata"]["name"])
     return names
-
-
-@pytest.fixture(scope="session")
-def tiny_mnist(tmp_path_factory, real_mnist_path) -> Path:
-    """The first 600 training and 200 test images of real MNIST: the image's /opt/mnist/mnist.npz in the dry run."""
-    with np.load(real_mnist_path) as full:
-        arrays = {
-            "x_train": full["x_train"][:600],
-            "y_train": full["y_train"][:600],
-            "x_test": full["x_test"][:200],
-            "y_test": full["y_test"][:200],
-        }
-    path = tmp_path_factory.mktemp("image") / "mnist.npz"
-    np.savez(path, **arrays)
-    return path

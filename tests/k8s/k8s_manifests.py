@@ -1,4 +1,4 @@
-"""Reading the manifests (a tiny `kustomize build`) and running their commands: ``python -m <module> args``."""
+"""Reading the manifests (built by the real `kubectl kustomize`) and running their commands: ``python -m <module> args``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import os
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 import yaml
 
@@ -23,7 +28,6 @@ KUSTOMIZATIONS = [NFS_CSI, NFS_STATIC, WORKFLOWS_DIR, REPO_ROOT / "deploy"]
 # Everything of the project runs here, except the NFS server (privileged) in NFS_NAMESPACE.
 NAMESPACE = "mnist"
 NFS_NAMESPACE = "mnist-nfs"
-CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
 # Where the image puts MNIST (Dockerfile: python -m dataset --out ...); pods read it from there.
 IMAGE_MNIST = "/opt/mnist/mnist.npz"
 IMAGE_USER = 10001  # Dockerfile's USER; every pod's runAsUser
@@ -39,7 +43,7 @@ def load_yaml(path: Path) -> dict:
 
 
 def kustomize_files(directory: Path) -> list[Path]:
-    """The object files a kustomization applies, following directory resources (a tiny `kustomize build`)."""
+    """The object files a kustomization lists, following directory resources (the files, not the build)."""
     kustomization = load_yaml(directory / "kustomization.yaml")
     files = []
     for resource in kustomization.get("resources", []):
@@ -52,23 +56,22 @@ def kustomize_files(directory: Path) -> list[Path]:
     return files
 
 
-def kustomize_objects(directory: Path) -> list[dict]:
-    """The objects of a kustomization with namespaces set as kustomize sets them.
+def kubectl() -> str | None:
+    """The kubectl cluster/build.sh built at the pinned version, else one on PATH, else None."""
+    pins = dict(line.split("=", 1) for line in (REPO_ROOT / "cluster" / "versions.env").read_text().splitlines()
+                if line and not line.startswith("#"))
+    cache = Path(os.environ.get("CLUSTER_CACHE", Path.home() / ".cache" / "mnist-cluster"))
+    pinned = cache / "bin" / f"kubernetes-{pins['KUBERNETES_VERSION']}" / "kubectl"
+    return str(pinned) if pinned.is_file() else shutil.which("kubectl")
 
-    Each kustomization's ``namespace`` applies to the namespaced objects it includes, those of included
-    kustomizations too (the outer one wins).
-    """
-    kustomization = load_yaml(directory / "kustomization.yaml")
-    namespace = kustomization.get("namespace")
-    objects = []
-    for resource in kustomization.get("resources", []):
-        path = (directory / resource).resolve()
-        included = kustomize_objects(path) if path.is_dir() else [load_yaml(path)]
-        for manifest in included:
-            if namespace and manifest["kind"] not in CLUSTER_SCOPED:
-                manifest["metadata"]["namespace"] = namespace
-            objects.append(manifest)
-    return objects
+
+def kustomize_objects(directory: Path) -> list[dict]:
+    """The objects `kubectl kustomize` builds from a kustomization: what `kubectl apply -k` sends."""
+    binary = kubectl()
+    if binary is None:
+        pytest.skip("no kubectl: `cluster/build.sh kubernetes` builds the pinned one")
+    built = subprocess.run([binary, "kustomize", str(directory)], check=True, capture_output=True, text=True).stdout
+    return [manifest for manifest in yaml.safe_load_all(built) if manifest is not None]
 
 
 def module_parser(module: str) -> argparse.ArgumentParser:

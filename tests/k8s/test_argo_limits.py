@@ -7,17 +7,20 @@ status is built; `python tests/k8s/argo_limits.py` prints the exact boundaries).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
 import pytest
 
 from argo_dryrun import MAX_STACK_DEPTH, MaxDepthExceeded, WorkflowWalker
-from argo_limits import fits, run_size
+from argo_limits import compressed_nodes_size, fits, run_size, status_nodes
 from workflow_plan import plan_walk
 from k8s_manifests import REPO_ROOT, load_yaml
 
 OLD_WORKFLOW = REPO_ROOT / "tests" / "k8s" / "fixtures" / "batch-recursion-workflow.yaml"
+# status.nodes of a real run: cluster/e2e.sh's step 3 (workers=3, rounds=2, gpus=0), Argo v4.1.4.
+REAL_RUN = REPO_ROOT / "tests" / "k8s" / "fixtures" / "real-run-3-workers-2-rounds.json"
 NAME = "mnist-federated-x7k2p"
 MAX_ROUNDS = 96  # the README's and the rounds parameter's limit
 
@@ -82,6 +85,19 @@ def test_docs_state_the_size_envelope_computed_here(workflow):
     for rounds, workers in envelope:
         assert fits(workflow, workers, rounds), f"{rounds} rounds x {workers} workers is over Argo's size limit"
         assert not fits(workflow, math.ceil(workers * 1.1), rounds), f"{rounds} rounds: the docs understate"
+
+
+def test_the_estimate_is_calibrated_on_a_real_run(workflow):
+    """The walk gives the real controller's node tree with its node IDs, and the estimated status compresses
+    to within 10 % of the real one, so the table above rests on what Argo actually stores."""
+    real = json.loads(REAL_RUN.read_text())
+    walker = WorkflowWalker(workflow, real["name"], {"workers": "3", "rounds": "2", "gpus": "0"}, resolve_pods=False)
+    plan_walk(walker)
+    (host,) = {node["hostNodeName"] for node in real["nodes"].values() if node["type"] == "Pod"}
+    estimate = status_nodes(real["name"], walker.nodes, host=host)
+    assert {node_id: node["name"] for node_id, node in estimate.items()} == {
+        node_id: node["name"] for node_id, node in real["nodes"].items()}
+    assert abs(compressed_nodes_size(estimate) / compressed_nodes_size(real["nodes"]) - 1) < 0.10
 
 
 def test_size_estimate_grows_with_the_run(workflow):
