@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from aggregator.aggregate import aggregate_round
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m aggregator",
         description="Combine one round's client models into the round's global model with the run's strategy.",
     )

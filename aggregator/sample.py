@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 from common.atomic import write_text
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from common.runconfig import load_config
 from common.sampling import clients_for_round
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m aggregator.sample", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m aggregator.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")

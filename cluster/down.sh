@@ -54,6 +54,16 @@ network() {
   if [[ -x "$KUBERNETES_BIN/kube-proxy" ]] && iptables -t nat -S 2>/dev/null | grep -q KUBE-; then
     "$KUBERNETES_BIN/kube-proxy" --cleanup >/dev/null 2>&1
   fi
+  # The kubelet's own chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY), which kube-proxy --cleanup leaves.
+  local tool table chain rule
+  for tool in iptables ip6tables; do
+    for table in filter nat mangle; do
+      "$tool" -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A/-D/' |
+        while read -r rule; do eval "$tool -t $table $rule"; done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do "$tool" -t "$table" -F "$chain"; done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do "$tool" -t "$table" -X "$chain"; done
+    done
+  done
   while iptables -D FORWARD -j "$GUARD_CHAIN" 2>/dev/null; do :; done
   iptables -F "$GUARD_CHAIN" 2>/dev/null && iptables -X "$GUARD_CHAIN" 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The cluster end-to-end test: brings up the local single-node cluster (cluster/up.sh), runs the production
 # commands of docs/kubernetes.md against it, and tears it down (cluster/down.sh) even when a step fails.
-#   1 kubectl apply -k workflows/            5 kubectl apply -k (deploy/ with the local image), predict a digit
-#   2 the claim mnist-volume bound           6 workflows/accuracy-test.yaml as a Job: passes, and fails above
-#   3 argo submit workflows/mnist.yaml         the model's accuracy
-#   4 argo submit --from workflowtemplate    faults: a killed trainer, an unreachable min-accuracy, bad parameters
+#   1 kubectl apply -k workflows/, with Pod Security `restricted` enforced on the namespace
+#   2 the claim mnist-volume bound (cluster/local-volume/, the NFS claim's stand-in)
+#   3 argo submit workflows/mnist.yaml: 2 rounds of 3 trainers under a semaphore of 2
+#   4 argo submit --from workflowtemplate/mnist-federated: 2 of 4 clients sampled, Dirichlet split
+#   faults: a trainer pod deleted mid-training, a min-accuracy the model cannot reach, bad parameters
+#   5 the web demo (deploy/ with the local image): /readyz, the page, a digit uploaded through a port-forward
+#   6 workflows/accuracy-test.yaml as a Job: passes, and fails above the model's accuracy
 # Prints one line per check and closes with "N passed, N failed"; exits non-zero if any check failed.
 #
 #   cluster/e2e.sh            (root; `make cluster-test` runs it after `make setup`)
@@ -46,6 +49,7 @@ finish() {
   [[ $failed -eq 0 && $status -eq 0 ]] || exit 1
 }
 trap finish EXIT
+trap 'exit 1' INT TERM  # Ctrl-C or a kill: tear down all the same
 
 workflow_phase() { kubectl -n mnist get workflow "$1" -o 'jsonpath={.status.phase}'; }
 workflow_output() {
@@ -59,6 +63,16 @@ submit() {
   echo "$name"
 }
 expect_phase() { [[ "$(workflow_phase "$1")" == "$2" ]] || { argo get -n mnist "$1"; return 1; }; }
+# pods_gone NAME: no pod of workflow NAME is left within a minute (Argo deletes them after the run).
+pods_gone() {
+  local _
+  for _ in $(seq 60); do
+    [[ -z "$(kubectl -n mnist get pods -l "workflows.argoproj.io/workflow=$1" -o name)" ]] && return 0
+    sleep 1
+  done
+  kubectl -n mnist get pods -l "workflows.argoproj.io/workflow=$1"
+  return 1
+}
 published_versions() { ls "$LOCAL_VOLUME/models/mnist" 2>/dev/null | grep -c '^[0-9]'; }
 
 # Step 3's checks on the finished run NAME.
@@ -73,8 +87,7 @@ check_trained_run() {
     test "$(stat -c %u "$run"/rounds/round-00{1,2}/client-*.h5 | sort | uniq -c | tr -s ' ')" == " 6 10001"
   check "3 the exit handler wrote summary.json" grep -q '"status": "Succeeded"' "$run/summary.json"
   check "3 a model was published" test "$(published_versions)" -ge 1
-  check "3 succeeded pods were garbage-collected" \
-    test -z "$(kubectl -n mnist get pods -l "workflows.argoproj.io/workflow=$name" --field-selector=status.phase=Succeeded -o name)"
+  check "3 its pods were garbage-collected (podGC: OnPodSuccess)" pods_gone "$name"
 }
 
 # The most trainer pods seen running at once while a workflow runs, sampled every second.
@@ -90,6 +103,12 @@ watch_trainers() {
 
 step_production_run() {
   check "1 kubectl apply -k workflows/" kubectl apply -k workflows/
+  # Argo's executor runs restricted here (cluster/argo/), so the API server's Pod Security admission can
+  # enforce `restricted` on every pod this test starts (workflows/namespace.yaml enforces baseline).
+  check "1 namespace mnist enforces Pod Security restricted" \
+    kubectl label namespace mnist pod-security.kubernetes.io/enforce=restricted --overwrite
+  check "1 ... and the API server refuses a pod that is not restricted" \
+    sh -c "kubectl -n mnist run psa-probe --image=$PAUSE_IMAGE --dry-run=server 2>&1 | grep -q 'violates PodSecurity'"
   check "2 kubectl apply -k cluster/local-volume/ (the NFS claim's local stand-in)" \
     kubectl apply -k cluster/local-volume/
   check "2 the claim mnist-volume is bound" \
@@ -135,11 +154,14 @@ fault_killed_trainer() {
     sleep 1
   done
   sleep 10
-  check "fault: a running trainer pod is killed ($pod)" kubectl -n mnist delete "$pod" --grace-period=0 --force
+  # Deleted as an eviction or a drained node deletes it: its containers get SIGTERM mid-training.
+  check "fault: a running trainer pod is deleted ($pod)" kubectl -n mnist delete "$pod" --wait=false
   argo wait -n mnist "$name" >/dev/null 2>&1
   check "fault: Argo retried the killed trainer and the run published" expect_phase "$name" Succeeded
-  check "fault: the retry is in the workflow's nodes" \
-    test "$(kubectl -n mnist get workflow "$name" -o json | grep -c '"displayName": "train(0:0)(1)\|"displayName": "train(1:1)(1)')" -ge 1
+  check "fault: the retry is in the workflow's nodes" sh -c "kubectl -n mnist get workflow $name -o json | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)[\"status\"][\"nodes\"].values()
+sys.exit(not any(node[\"displayName\"].startswith(\"train(\") and node[\"displayName\"].endswith(\")(1)\") for node in nodes))'"
 }
 
 fault_unreachable_accuracy() {
@@ -153,17 +175,23 @@ fault_unreachable_accuracy() {
   check "fault: summary.json says Failed" grep -q '"status": "Failed"' "$LOCAL_VOLUME/runs/$name/summary.json"
 }
 
+# A bad parameter is refused by `argo submit`, or fails the run at its first step with one line in the log.
 fault_bad_parameters() {
-  local output name
-  output=$(argo submit -n mnist workflows/mnist.yaml -p split=nonsense "${IMAGE_FLAGS[@]}" 2>&1)
-  check "fault: -p split=nonsense is refused at submit" sh -c "! argo submit -n mnist workflows/mnist.yaml -p split=nonsense -p image=$PIPELINE_IMAGE -p gpus=0"
-  say "        argo says: $(echo "$output" | tail -n 1)"
-  name=$(submit workflows/mnist.yaml -p workers=0 "${IMAGE_FLAGS[@]}")
-  check "fault: -p workers=0 fails $name" expect_phase "$name" Failed
-  output=$(argo logs -n mnist "$name" 2>&1)
-  say "        argo logs: $(echo "$output" | grep -v '^\s*$' | head -n 1)"
-  check "fault: its log has a one-line message and no Python traceback" \
-    sh -c "echo \"\$0\" | grep -q 'workers' && ! echo \"\$0\" | grep -q Traceback" "$output"
+  local parameter name message
+  for parameter in split=nonsense workers=0; do
+    if ! name=$(submit workflows/mnist.yaml -p "$parameter" "${IMAGE_FLAGS[@]}" 2>/dev/null); then
+      check "fault: -p $parameter is refused by argo submit" true
+      continue
+    fi
+    check "fault: -p $parameter fails $name at its first step" \
+      sh -c "argo get -n mnist $name | grep -E '[^-]init .*exit code 2'"
+    # The init pod's own lines, without the executor's (argo=true) and emissary's exit line.
+    message=$(argo logs -n mnist "$name" 2>&1 | grep -- '-init-' | grep -v 'argo=true' | grep -v 'Error: exit status' |
+      sed 's/^[^:]*: //')
+    say "        its log: $message"
+    check "fault: -p $parameter: one line, no Python traceback" \
+      sh -c '[ "$(echo "$0" | grep -c .)" -eq 1 ] && echo "$0" | grep -q "error:" && ! echo "$0" | grep -q Traceback' "$message"
+  done
 }
 
 # A PNG of an MNIST test digit (from the data `make setup` fetched) and its label.
@@ -204,14 +232,26 @@ accuracy_job() {
     sed "s/--min-accuracy=0.99/--min-accuracy=$1/" | kubectl -n mnist create -f - -o name
 }
 
+# job_outcome JOB: Complete or Failed, once the Job is one of them (at most 10 minutes).
+job_outcome() {
+  local _ outcome
+  for _ in $(seq 600); do
+    outcome=$(kubectl -n mnist get "$1" -o 'jsonpath={.status.conditions[?(@.status=="True")].type}')
+    case "$outcome" in *Complete*) echo Complete; return ;; *Failed*) echo Failed; return ;; esac
+    sleep 1
+  done
+  echo "still running"
+}
+
 step_accuracy_job() {
   local job
-  job=$(accuracy_job 0.98)
-  check "6 the accuracy-test Job completes against the published model ($job)" \
-    kubectl -n mnist wait --for=condition=Complete "$job" --timeout=600s
+  # The newest published model is the last passing run's (one round of two workers: about 97.8 %).
+  job=$(accuracy_job 0.95)
+  check "6 the accuracy-test Job (--min-accuracy=0.95) completes against the published model ($job)" \
+    test "$(job_outcome "$job")" == Complete
+  say "        its log: $(kubectl -n mnist logs "$job" 2>&1 | tail -n 1)"
   job=$(accuracy_job 0.9999)
-  check "6 the accuracy-test Job fails with --min-accuracy=0.9999 ($job)" \
-    kubectl -n mnist wait --for=condition=Failed "$job" --timeout=600s
+  check "6 the accuracy-test Job fails with --min-accuracy=0.9999 ($job)" test "$(job_outcome "$job")" == Failed
   say "        its log: $(kubectl -n mnist logs "$job" 2>&1 | tail -n 1)"
 }
 

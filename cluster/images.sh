@@ -23,7 +23,7 @@ BASE_IMAGE=localhost/python:3.11-$BASE_SUITE-local
 # host's bundle: mounted read-only into RUN steps, never copied into an image.
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
-buildah() { command buildah --root "$CLUSTER_CACHE/buildah/storage" --runroot /run/mnist-cluster-buildah \
+buildah() { command buildah --root "$CLUSTER_CACHE/buildah/storage" --runroot "$CLUSTER_CACHE/buildah/run" \
   --storage-driver overlay "$@"; }
 log() { echo "[images $(date +%T)] $*" >&2; }
 

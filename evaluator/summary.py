@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from common.atomic import write_json
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from evaluator.history import evaluated_rounds
 from publisher.publish import find_published
@@ -32,7 +32,7 @@ def run_summary(layout: RunLayout, status: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluator.summary", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m evaluator.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--status", default="unknown", help="how the run ended (Argo's {{workflow.status}})")

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, model_version_dir
 from publisher.publish import AccuracyTooLow, publish
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m publisher",
         description="Publish a run's global model as the next version in <volume>/models/mnist/ for the web demo.",
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_path
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import models_dir, published_litert_path, published_model_path, published_versions
 from server.litert import LiteRtModel
 
@@ -85,7 +85,7 @@ def convert_missing(models_directory: Path) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m publisher.litert",
         description="Add model.tflite to every published version that was published without it.",
     )

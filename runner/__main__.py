@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rich.console import Console  # noqa: E402
 
-from common.cli import user_errors  # noqa: E402
+from common.cli import ArgumentParser, user_errors  # noqa: E402
 from common.layout import check_run_id, data_path  # noqa: E402
 from common.runconfig import add_config_arguments, config_from_arguments  # noqa: E402
 from publisher.publish import AccuracyTooLow  # noqa: E402
@@ -19,7 +19,7 @@ from runner.run import RunOptions, TrainerDied, default_run_id, print_summary, r
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m runner",
         description="Federated MNIST on one machine: split, rounds of (parallel trainers -> FedAvg -> accuracy "
         "test), publish. Re-running the same command resumes an interrupted run.",

@@ -6,12 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import models_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m server",
         description="Serve the newest published MNIST model: the web demo, the JSON API, TF-Serving REST and "
         "the Open Inference Protocol (V2).",

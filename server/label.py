@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_path
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.data import to_model_input
 from common.layout import models_dir, newest_version_dir
 from server.preprocess import BadImage, preprocess
@@ -28,7 +28,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024  # a bigger "image" is refused unread (the dem
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m server.label", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m server.label", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model-dir",
         type=Path,

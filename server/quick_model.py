@@ -4,11 +4,10 @@ the real way to publish. Needs TensorFlow (requirements.txt), unlike the server 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.data import load_mnist, to_model_input
 from common.runconfig import RunConfig
 
@@ -48,7 +47,7 @@ def train_and_publish(models_dir: Path, data_path: Path, version: int, num_image
 
 @user_errors("server.quick_model")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.quick_model", description=__doc__)
+    parser = ArgumentParser(prog="python -m server.quick_model", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("volume/models/mnist"))
     parser.add_argument("--data", type=Path, default=Path("volume/data/mnist.npz"))
     parser.add_argument("--version", type=int, required=True)

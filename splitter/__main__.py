@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path
 from common.runconfig import SPLIT_STRATEGIES, RunConfig
 from splitter.split import write_shards
@@ -14,7 +14,7 @@ from splitter.split import write_shards
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = RunConfig()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m splitter", description="Shard the 60k MNIST training images into one .npz per worker."
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")

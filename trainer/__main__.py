@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from common.backend import configure_backend
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from common.runconfig import RunConfig
 from trainer.train import ClientTrainer, argo_progress_writer
@@ -15,7 +15,7 @@ from trainer.train import ClientTrainer, argo_progress_writer
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = RunConfig()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m trainer",
         description="Train one worker's shard for one round, starting from the previous round's global model. "
         "Uses a GPU when the Keras backend (KERAS_BACKEND, default tensorflow) sees one.",

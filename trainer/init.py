@@ -7,14 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import user_errors
+from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from common.runconfig import add_config_arguments, config_from_arguments
 from trainer.initial import initialize_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m trainer.init", description="Save a run's configuration and its shared initial model."
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
