@@ -44,6 +44,8 @@ preflight() {
     command -v "$tool" >/dev/null || fail "$tool missing: apt-get install containerd runc buildah debootstrap iptables conntrack containernetworking-plugins"
   done
   [[ -x /usr/lib/cni/bridge ]] || fail "CNI plugins missing: apt-get install containernetworking-plugins"
+  command -v go >/dev/null || fail "go missing: cluster/build.sh builds Kubernetes, etcd and Argo with Go 1.26"
+  command -v gcc >/dev/null || fail "gcc missing: cluster/images.sh compiles Kubernetes' pause.c (apt-get install gcc libc6-dev)"
   # The Go builds and the project's image builds overlap (the CPU-bound compile beside the download-bound
   # pip installs); Argo's two images need the Go build.
   mkdir -p "$CLUSTER_CACHE"

@@ -317,7 +317,7 @@ def test_trainers_hold_the_semaphore_of_the_limits_config_map(workflow, name):
     assert int(limits["data"][reference["key"]]) >= 1
 
 
-def gpu_patch(pod) -> dict:
+def pod_spec_patch(pod) -> dict:
     return yaml.safe_load(pod.template["podSpecPatch"])
 
 
@@ -327,17 +327,23 @@ def test_gpu_trainers_request_gpus_and_tolerate_the_gpu_taint(workflow, gpus):
     trainers = [pod for pod in plan(workflow, {"gpus": gpus}) if pod.name.startswith("train-on-")]
     for pod in trainers:
         assert pod.name == "train-on-gpu"
-        (patched,) = gpu_patch(pod)["containers"]
+        (patched,) = pod_spec_patch(pod)["containers"]
         assert patched == {"name": "main", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod.template["tolerations"]
 
 
-def test_cpu_trainers_ask_for_no_gpu(workflow):
-    trainers = [pod for pod in plan(workflow, {"gpus": "0"}) if pod.name.startswith("train-on-")]
+@pytest.mark.parametrize("trainer_cpus", [None, "500m"])
+def test_cpu_trainers_ask_for_no_gpu_and_trainer_cpus_cores(workflow, trainer_cpus):
+    """No GPU, no GPU toleration; the CPU request is the trainer-cpus parameter (default 2), patched in."""
+    parameters = {"gpus": "0"} | ({"trainer-cpus": trainer_cpus} if trainer_cpus else {})
+    trainers = [pod for pod in plan(workflow, parameters) if pod.name.startswith("train-on-")]
     for pod in trainers:
         assert pod.name == "train-on-cpu"
         assert not any("gpu" in resource for kind in pod.container["resources"].values() for resource in kind)
-        assert "tolerations" not in pod.template and "podSpecPatch" not in pod.template
+        assert "tolerations" not in pod.template
+        (patched,) = pod_spec_patch(pod)["containers"]
+        assert patched == {"name": "main", "resources": {"requests": {"cpu": trainer_cpus or "2"}}}
+        assert pod.container["resources"]["requests"]["cpu"] == "2"  # the literal the patch overrides
 
 
 def test_gpu_and_cpu_trainers_run_the_same_command(workflow):
