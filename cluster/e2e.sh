@@ -187,7 +187,7 @@ fault_bad_parameters() {
       sh -c "argo get -n mnist $name | grep -E '[^-]init .*exit code 2'"
     # The init pod's own lines, without the executor's (argo=true) and emissary's exit line.
     message=$(argo logs -n mnist "$name" 2>&1 | grep -- '-init-' | grep -v 'argo=true' | grep -v 'Error: exit status' |
-      sed 's/^[^:]*: //')
+      sed -e 's/^[^:]*: //' -e 's/\x1b\[[0-9;]*m//g')
     say "        its log: $message"
     check "fault: -p $parameter: one line, no Python traceback" \
       sh -c '[ "$(echo "$0" | grep -c .)" -eq 1 ] && echo "$0" | grep -q "error:" && ! echo "$0" | grep -q Traceback' "$message"
