@@ -276,8 +276,17 @@ install_argo() {
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n argo rollout status deployment/workflow-controller --timeout=180s
 }
 
+# A start that fails half-way leaves nothing running; the logs stay for reading.
+on_exit() {
+  local status=$?
+  ((status == 0)) && return
+  log "failed: tearing down what was started (logs: $LOGS)"
+  "$here/down.sh" --quiet
+}
+
 main() {
   local started=$SECONDS
+  trap on_exit EXIT
   preflight
   "$here/down.sh" --quiet  # whatever a killed run left behind: processes, mounts, links, firewall rules
   rm -rf "$CLUSTER_STATE/etcd" "$CLUSTER_STATE/kubelet" "$PKI" "$LOGS" "$CLUSTER_STATE/cni"
