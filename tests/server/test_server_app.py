@@ -303,15 +303,6 @@ def test_numbers_too_big_for_a_float_are_refused(ready_client):
     assert "not valid JSON (number is infinity" in response.json["error"]
 
 
-def test_nan_pixels_are_refused(ready_client):
-    response = ready_client.post(
-        "/v1/models/mnist:predict", data='{"instances": [[' + ",".join(["NaN"] * 784) + "]]}",
-        content_type="application/json",
-    )
-
-    assert response.status_code == 400
-
-
 def test_unknown_routes_are_json_404(ready_client):
     response = ready_client.get("/v1/models/other")
 

@@ -185,6 +185,20 @@ def binary_request(images: np.ndarray, binary_output: bool, header_length_offset
     return header_bytes + data, headers
 
 
+@pytest.mark.parametrize("bad_pixel", [np.nan, np.inf, -0.5, 1.5])
+def test_non_finite_or_out_of_range_pixels_are_refused(ready_client, bad_pixel):
+    """JSON cannot carry NaN (its parser refuses it first); raw FP32 bytes can, so the pixel check must."""
+    images = np.zeros((1, 28, 28), dtype=np.float32)
+    images[0, 14, 14] = bad_pixel
+    body, headers = binary_request(images, binary_output=False)
+
+    response = ready_client.post("/v2/models/mnist/infer", data=body, headers=headers,
+                                 content_type="application/octet-stream")
+
+    assert response.status_code == 400
+    assert "pixel values must be numbers in [0, 1]" in response.json["error"]
+
+
 @pytest.mark.parametrize("binary_output", [True, False])
 def test_infer_with_the_binary_tensor_extension(ready_client, app, mnist_test_set, binary_output):
     images, labels = mnist_test_set
