@@ -1,6 +1,6 @@
 """Command line: ``python -m aggregator --volume V --run-id R --round N --expect WORKERS``.
 
-The strategy (fedavg, fedavgm, fedadam, fedyogi) and the aggregation (mean, median, trimmed-mean) come from the
+The strategy (fedavg, fedavgm, fedadagrad, fedadam, fedyogi) and the aggregation (mean, median, trimmed-mean) come from the
 run's ``run.json``, so they cannot change between rounds; a run without one is plain FedAvg.
 """
 

@@ -18,6 +18,7 @@ from common.runconfig import SERVER_DEFAULTS, RunConfig
 STATE_SLOTS: dict[str, tuple[str, ...]] = {
     "fedavg": (),
     "fedavgm": ("momentum",),
+    "fedadagrad": ("m", "v"),
     "fedadam": ("m", "v"),
     "fedyogi": ("m", "v"),
 }
@@ -32,6 +33,17 @@ def fedavgm_step(
     """Server SGD with momentum on the pseudo-gradient: returns (next weights, next momentum)."""
     momentum = beta * momentum + (previous - aggregate)
     return previous - learning_rate * momentum, momentum
+
+
+def fedadagrad_step(
+    previous: np.ndarray, aggregate: np.ndarray, m: np.ndarray, v: np.ndarray,
+    learning_rate: float, beta1: float, tau: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adagrad on the server: v adds up every squared update, so each weight's step shrinks as it moves."""
+    delta = aggregate - previous
+    m = beta1 * m + (1 - beta1) * delta
+    v = v + np.square(delta)
+    return previous + learning_rate * m / (np.sqrt(v) + tau), m, v
 
 
 def fedadam_step(
@@ -116,6 +128,10 @@ class ServerOptimizer:
             elif self.strategy == "fedavgm":
                 next_weights[name], next_state["momentum"][name] = fedavgm_step(
                     old, new, state["momentum"][name], self.learning_rate, self.momentum
+                )
+            elif self.strategy == "fedadagrad":
+                next_weights[name], next_state["m"][name], next_state["v"][name] = fedadagrad_step(
+                    old, new, state["m"][name], state["v"][name], self.learning_rate, self.beta1, self.tau
                 )
             else:
                 step = fedadam_step if self.strategy == "fedadam" else fedyogi_step

@@ -1,7 +1,7 @@
 """The server optimizer's state file: one HDF5 file per round, ``rounds/round-K/server-state.h5``.
 
     attrs   format (1), run_id, round, strategy, settings (JSON of the strategy's settings)
-    <slot>/<weight name>   float64 arrays, one group per slot (fedavgm: momentum; fedadam, fedyogi: m, v),
+    <slot>/<weight name>   float64 arrays, one group per slot (fedavgm: momentum; fedadagrad, fedadam, fedyogi: m, v),
                            named like the weights under the model file's ``model_weights``
 
 Written atomically before the round's global model, so a global model always has its state beside it, and a

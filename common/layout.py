@@ -9,7 +9,7 @@
         rounds/round-000/global.h5            the shared initial model
         rounds/round-001/clients.json         the workers sampled to train this round (when sampling)
         rounds/round-001/client-000.h5 ...    each worker's model after local training
-        rounds/round-001/server-state.h5      the server optimizer's state after this round (fedavgm/fedadam/fedyogi)
+        rounds/round-001/server-state.h5      the server optimizer's state after this round (fedavgm/fedadagrad/fedadam/fedyogi)
         rounds/round-001/global.h5            their aggregate: the next round's starting model
         rounds/round-001/metrics.json         its accuracy on the 10k test set
         logs/round-001/worker-000/            TensorBoard logs

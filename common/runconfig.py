@@ -10,7 +10,7 @@ from pathlib import Path
 from common.atomic import read_json, write_json
 
 SPLIT_STRATEGIES = ("iid", "dirichlet", "pathological")
-SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi")
+SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
 AGGREGATIONS = ("mean", "median", "trimmed-mean")
 MODEL_ARCHITECTURES = ("convnet", "fedavg-cnn")
 # The clients' local optimizer: Adam (the default), or plain minibatch SGD as in McMahan et al. 2017.
@@ -19,12 +19,14 @@ CLIENT_OPTIMIZERS = ("adam", "sgd")
 # along a half cosine toward 0 by the last round (Loshchilov & Hutter 2017, as keras.optimizers.schedules.CosineDecay).
 LEARNING_RATE_ANNEALS = ("none", "cosine")
 
-# Each server strategy's settings and their defaults. FedAdam and FedYogi: Flower's defaults, which follow
-# Reddi et al. 2021 (beta1 0.9, beta2 0.99; tau 1e-9 and 1e-3). FedAvgM: momentum 0.9 as in Hsu et al. 2019
-# (Flower's default of 0 would make it plain FedAvg). FedAvg uses the clients' aggregate as it is.
+# Each server strategy's settings and their defaults. FedAdagrad, FedAdam and FedYogi: Flower's defaults, which
+# follow Reddi et al. 2021 (beta1 0.9, beta2 0.99; tau 1e-9 and 1e-3; FedAdagrad: step 0.1, tau 1e-9 and, as
+# Flower's FedAdagrad, no first-moment decay). FedAvgM: momentum 0.9 as in Hsu et al. 2019 (Flower's default of 0
+# would make it plain FedAvg). FedAvg uses the clients' aggregate as it is.
 SERVER_DEFAULTS: dict[str, dict[str, float]] = {
     "fedavg": {},
     "fedavgm": {"server_learning_rate": 1.0, "server_momentum": 0.9},
+    "fedadagrad": {"server_learning_rate": 0.1, "server_beta1": 0.0, "server_tau": 1e-9},
     "fedadam": {"server_learning_rate": 0.1, "server_beta1": 0.9, "server_beta2": 0.99, "server_tau": 1e-9},
     "fedyogi": {"server_learning_rate": 0.01, "server_beta1": 0.9, "server_beta2": 0.99, "server_tau": 1e-3},
 }
@@ -251,13 +253,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients-per-round", type=count_or_all, default=defaults.clients_per_round,
                         help="workers sampled (seeded) to train each round, or 'all' (the default)")
     parser.add_argument("--strategy", choices=SERVER_STRATEGIES, default=defaults.strategy,
-                        help="server update: fedavg, fedavgm (momentum), fedadam or fedyogi (Reddi et al. 2021)")
+                        help="server update: fedavg, fedavgm (momentum), fedadagrad, fedadam or fedyogi (Reddi et al. 2021)")
     parser.add_argument("--server-learning-rate", type=number_or_default,
-                        help="server step size, or 'default' (fedavgm 1.0, fedadam 0.1, fedyogi 0.01)")
+                        help="server step size, or 'default' (fedavgm 1.0, fedadagrad and fedadam 0.1, fedyogi 0.01)")
     parser.add_argument("--server-momentum", type=number_or_default, help="fedavgm's momentum (default 0.9)")
-    parser.add_argument("--server-beta1", type=number_or_default, help="fedadam/fedyogi first-moment decay (default 0.9)")
+    parser.add_argument("--server-beta1", type=number_or_default, help="fedadagrad/fedadam/fedyogi first-moment decay (default 0, 0.9, 0.9)")
     parser.add_argument("--server-beta2", type=number_or_default, help="fedadam/fedyogi second-moment decay (default 0.99)")
-    parser.add_argument("--server-tau", type=number_or_default, help="fedadam/fedyogi adaptivity (default 1e-9 and 1e-3)")
+    parser.add_argument("--server-tau", type=number_or_default, help="fedadagrad/fedadam/fedyogi adaptivity (default 1e-9, 1e-9, 1e-3)")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation,
                         help="combine clients by weighted mean, coordinate-wise median or trimmed mean")
     parser.add_argument("--trim-fraction", type=number_or_default,

@@ -20,7 +20,7 @@ OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split
         ({"clients_per_round": 4}, "clients-per-round must be at most workers (3), got 4"),
         ({"clients_per_round": 0}, "clients-per-round must be a whole number of at least 1"),
         ({"clients_per_round": 1.5}, "clients-per-round must be a whole number"),
-        ({"strategy": "fedprox"}, "strategy must be one of fedavg, fedavgm, fedadam, fedyogi"),
+        ({"strategy": "fedprox"}, "strategy must be one of fedavg, fedavgm, fedadagrad, fedadam, fedyogi"),
         ({"aggregation": "krum"}, "aggregation must be one of mean, median, trimmed-mean"),
         ({"model": "resnet"}, "model must be one of convnet, fedavg-cnn"),
         ({"client_optimizer": "rmsprop"}, "client-optimizer must be one of adam, sgd"),
@@ -38,7 +38,8 @@ OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split
         ({"aggregation": "trimmed-mean"}, "trims none"),  # 0.2 x 3 clients cuts nobody
         ({"aggregation": "trimmed-mean", "workers": 10, "clients_per_round": 4}, "over 4 clients per round trims none"),
         ({"trim_fraction": 0.2}, "trim-fraction applies to trimmed-mean aggregation, not mean"),
-        ({"server_learning_rate": 0.5}, "server-learning-rate applies to fedavgm, fedadam, fedyogi, not fedavg"),
+        ({"server_learning_rate": 0.5}, "server-learning-rate applies to fedavgm, fedadagrad, fedadam, fedyogi, not fedavg"),
+        ({"strategy": "fedadagrad", "server_beta2": 0.9}, "server-beta2 applies to fedadam, fedyogi, not fedadagrad"),
         ({"strategy": "fedadam", "server_momentum": 0.9}, "server-momentum applies to fedavgm, not fedadam"),
         ({"strategy": "fedavgm", "server_momentum": 1.0}, "server-momentum must be at least 0 and below 1"),
         ({"strategy": "fedadam", "server_beta1": -0.1}, "server-beta1 must be at least 0 and below 1"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aggregator.__main__ import main
-from aggregator.server import ServerOptimizer, fedadam_step, fedavgm_step, fedyogi_step
+from aggregator.server import ServerOptimizer, fedadagrad_step, fedadam_step, fedavgm_step, fedyogi_step
 from common.layout import RunLayout
 from common.modelfile import open_model_file, read_weights, sha256_of_file
 from common.runconfig import RunConfig, save_config
@@ -96,6 +96,19 @@ def test_fedadam_matches_a_hand_computation(tmp_path, fake_model):
     np.testing.assert_allclose(second, [0.1 + 0.1 * 0.28 / np.sqrt(0.046), 1.1 + 0.1 * 0.125 / np.sqrt(0.022375)], rtol=1e-6)
 
 
+def test_fedadagrad_matches_a_hand_computation(tmp_path, fake_model):
+    layout, first, second = two_rounds(tmp_path, fake_model, strategy="fedadagrad")  # lr 0.1, beta1 0, tau 1e-9
+    # Round 1: delta = [1, 1.5] = m (no first-moment decay); v = tau^2 + delta^2 = [1, 2.25];
+    # x1 = x0 + 0.1 * m / sqrt(v) = [0, 1] + 0.1 * [1, 1].
+    np.testing.assert_allclose(first, [0.1, 1.1], rtol=1e-6)
+    np.testing.assert_allclose(state_slot(layout, 1, "m"), [1.0, 1.5])
+    np.testing.assert_allclose(state_slot(layout, 1, "v"), [1.0, 2.25])
+    # Round 2: delta = [2, 1] - x1 = [1.9, -0.1]; v adds it squared: [1 + 3.61, 2.25 + 0.01] (Adagrad never forgets).
+    delta = np.array([2.0, 1.0]) - first
+    np.testing.assert_allclose(state_slot(layout, 2, "v"), [1.0, 2.25] + delta**2, rtol=1e-6)
+    np.testing.assert_allclose(second, first + 0.1 * delta / np.sqrt([1.0, 2.25] + delta**2), rtol=1e-6)
+
+
 def test_fedyogi_matches_a_hand_computation(tmp_path, fake_model):
     layout, first, second = two_rounds(tmp_path, fake_model, strategy="fedyogi")  # lr 0.01, betas 0.9/0.99, tau 1e-3
     # Round 1: v starts at tau^2 = 1e-6; delta = [1, 1.5] and delta^2 = [1, 2.25] exceed it, so
@@ -113,7 +126,7 @@ def test_fedyogi_matches_a_hand_computation(tmp_path, fake_model):
     np.testing.assert_allclose(second, first + 0.01 * np.array(m) / (np.sqrt(v) + 1e-3), rtol=1e-6)
 
 
-@pytest.mark.parametrize("strategy", ["fedavgm", "fedadam", "fedyogi"])
+@pytest.mark.parametrize("strategy", ["fedavgm", "fedadagrad", "fedadam", "fedyogi"])
 def test_a_retried_round_is_exact_and_needs_the_previous_state(tmp_path, fake_model, capsys, strategy):
     layout, _, second = two_rounds(tmp_path, fake_model, strategy=strategy)
     state_before = {slot: state_slot(layout, 2, slot) for slot in ServerOptimizer(strategy).slots}
