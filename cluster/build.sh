@@ -12,9 +12,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
-CLUSTER_CACHE=${CLUSTER_CACHE:-$HOME/.cache/mnist-cluster}
+# shellcheck source=config.sh
+source "$here/config.sh"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
 KUBERNETES_PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
@@ -37,7 +36,7 @@ build_kubernetes() {
   mkdir -p "$src"
   # The staging modules are exactly what k8s.io/kubernetes requires at v0.0.0; each gets its published twin.
   local kubernetes_mod
-  kubernetes_mod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  kubernetes_mod=$(module_file GoMod "k8s.io/kubernetes@$KUBERNETES_VERSION")
   {
     echo "module local/cluster/kubernetes"
     echo
@@ -84,7 +83,7 @@ build_argo() {
   complete "$out" "${ARGO_PROGRAMS[@]}" && { log "argo $ARGO_VERSION: cached"; return; }
   local module=github.com/argoproj/argo-workflows/v4
   local module_dir src="$CLUSTER_CACHE/src/argo-$ARGO_VERSION"
-  module_dir=$(go mod download -json "$module@$ARGO_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  module_dir=$(module_file Dir "$module@$ARGO_VERSION")
   rm -rf "$src" && cp -r "$module_dir" "$src" && chmod -R u+w "$src"
   mkdir -p "$src/ui/dist/app" && touch "$src/ui/dist/app/placeholder"
   # In Argo's repository the executor's Linux signal code is a symlink to the Darwin file, and Go module zips

@@ -37,3 +37,9 @@ CONTROLLER_IMAGE=localhost/workflow-controller:$ARGO_VERSION
 PAUSE_IMAGE=localhost/pause:3.10
 
 export PATH="$KUBERNETES_BIN:$ETCD_BIN:$ARGO_BIN:$PATH"
+
+# module_file FIELD MODULE@VERSION: a field of `go mod download -json` (Dir: the module's read-only source in
+# the module cache; GoMod: its go.mod), fetching the module from the Go module proxy when it is not cached.
+module_file() {
+  GOTOOLCHAIN=local go mod download -json "$2" | sed -n "s/.*\"$1\": \"\(.*\)\",/\1/p"
+}

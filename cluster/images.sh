@@ -110,8 +110,7 @@ build_controller() { argo_image workflow-controller "$CONTROLLER_IMAGE"; }
 build_pause() {
   local source folder
   if [[ -f "$IMAGES/pause.tar" ]]; then log "$PAUSE_IMAGE: cached"; return; fi
-  source=$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
-    sed -n 's/.*"Dir": "\(.*\)",/\1/p')/build/pause/linux/pause.c
+  source=$(module_file Dir "k8s.io/kubernetes@$KUBERNETES_VERSION")/build/pause/linux/pause.c
   folder=$(mktemp -d)
   gcc -Os -Wall -Werror -static -DVERSION=v3.10-local -o "$folder/pause" "$source"
   strip "$folder/pause"
