@@ -1,7 +1,8 @@
 """Command line: ``python -m aggregator --volume V --run-id R --round N --expect WORKERS``.
 
-The strategy (fedavg, fedavgm, fedadagrad, fedadam, fedyogi) and the aggregation (mean, median, trimmed-mean) come from the
-run's ``run.json``, so they cannot change between rounds; a run without one is plain FedAvg.
+The strategy (fedavg, fedavgm, fedadagrad, fedadam, fedyogi), the aggregation (mean, median, trimmed-mean, krum,
+multi-krum), the fewest clients a round may go on with and differential privacy come from the run's ``run.json``,
+so they cannot change between rounds; a run without one is plain FedAvg over every client.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         f"round {args.round}: {summary['strategy']} on the {summary['aggregation']} of {summary['num_clients']} "
         f"clients ({summary['num_examples']} examples) into {layout.global_model_path(args.round)}"
     )
+    for entry in summary["missing"]:
+        print(f"round {args.round}: went on without worker {entry['worker']}: {entry['reason']}")
+    if "krum" in summary:
+        print(f"round {args.round}: {summary['aggregation']} kept workers {summary['krum']['kept']}")
+    privacy = summary.get("privacy")
+    if privacy:
+        epsilon = "no guarantee (no noise)" if privacy["epsilon"] is None else f"epsilon {privacy['epsilon']:.3g}"
+        print(f"round {args.round}: updates clipped to {privacy['clip']:.4g}, noise multiplier "
+              f"{privacy['noise_multiplier']}; {epsilon} at delta {privacy['delta']:.3g} so far")
     return 0
 
 

@@ -1,9 +1,14 @@
 """Aggregate one round: check every client model against the round's starting model, combine them (streaming),
-apply the run's server strategy, and write the server state and then the next global model."""
+apply the run's server strategy, and write the round's record, the server state and then the next global model.
+
+A round may go on without some of its sampled clients (``min_clients``): their weights are renormalized over
+the clients that finished, and the record names the missing ones and why.
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +17,16 @@ from typing import Any
 import numpy as np
 
 from aggregator.fedavg import FedAvgAccumulator, check_num_examples
+from aggregator.krum import check_enough_clients, clients_to_keep, krum_scores, pairwise_squared_distances
+from aggregator.privacy import (
+    clip_for_round,
+    clip_update,
+    epsilon_after,
+    gaussian_noise,
+    next_clip_norm,
+    update_noise_multiplier,
+)
+from aggregator.record import read_round_record, write_round_record
 from aggregator.robust import combine_stacked
 from aggregator.server import ServerOptimizer, State
 from aggregator.serverstate import read_server_state, write_server_state
@@ -26,6 +41,7 @@ from common.modelfile import (
     sha256_of_file,
     write_averaged_model,
 )
+from common.atomic import read_json
 from common.runconfig import RunConfig, load_config
 from common.sampling import read_sampled_clients
 
@@ -138,6 +154,74 @@ def robust_combination_of_clients(
     return combined, total_examples
 
 
+def krum_combination_of_clients(
+    client_paths: Sequence[Path], check: ClientCheck, aggregation: str, byzantine_clients: int
+) -> tuple[dict[str, np.ndarray], int, dict]:
+    """Krum or Multi-Krum: pairwise distances summed one block of one weight at a time (memory: a block of every
+    client plus the n x n matrix), then the equal-weight mean of the clients kept."""
+    check_enough_clients(len(client_paths), byzantine_clients)
+    total_examples = 0
+    for path in client_paths:
+        with open_model_file(path) as handle:
+            total_examples += check.check_client(path, handle)
+    squared_distances = np.zeros((len(client_paths), len(client_paths)))
+    for name, shape in check.shapes.items():
+        for block in row_blocks(shape, len(client_paths)):
+            squared_distances += pairwise_squared_distances(
+                np.stack([read_client_block(path, name, block) for path in client_paths])
+            )
+    scores = krum_scores(squared_distances, byzantine_clients)
+    keep = clients_to_keep(aggregation, len(client_paths), byzantine_clients)
+    kept = sorted(int(index) for index in np.argsort(scores, kind="stable")[:keep])
+    combined: dict[str, np.ndarray] = {}
+    for index in kept:
+        with open_model_file(client_paths[index]) as handle:
+            for name, array in read_weights(handle).items():
+                combined[name] = combined.get(name, 0) + np.asarray(array, dtype=np.float64) / len(kept)
+    return combined, total_examples, {"scores": [float(score) for score in scores], "kept": kept}
+
+
+def private_mean_of_clients(
+    client_paths: Sequence[Path], check: ClientCheck, start_weights: dict[str, np.ndarray], config: RunConfig,
+    clip: float, noise_seed: int,
+) -> tuple[dict[str, np.ndarray], int, dict]:
+    """DP-FedAvg: the equal-weight mean of the clipped updates plus Gaussian noise, one client in memory at a time;
+    returns the noisy model (float64), the examples seen and what the round's record keeps of it."""
+    rng = np.random.default_rng(noise_seed)
+    num_clients = len(client_paths)
+    update_sums = {name: np.zeros(shape) for name, shape in check.shapes.items()}
+    total_examples = unclipped = 0
+    for path in client_paths:
+        with open_model_file(path) as handle:
+            total_examples += check.check_client(path, handle)
+            weights = read_weights(handle)
+        update = {name: np.asarray(weights[name], dtype=np.float64) - start_weights[name] for name in update_sums}
+        if not all(np.all(np.isfinite(array)) for array in update.values()):
+            raise ValueError(f"{path}: weights contain NaN or Inf")
+        clipped, norm = clip_update(update, clip)
+        unclipped += norm <= clip
+        for name, array in clipped.items():
+            update_sums[name] += array
+    privacy = {"clip": clip, "noise_multiplier": config.dp_noise_multiplier, "noise_seed": noise_seed}
+    noise_multiplier = config.dp_noise_multiplier
+    if config.dp_clip == "adaptive":
+        stddev = config.dp_clipped_count_stddev
+        count_noise = float(rng.normal(0.0, stddev)) if stddev > 0 else 0.0
+        noisy_fraction = (unclipped + count_noise) / num_clients
+        noise_multiplier = update_noise_multiplier(config.dp_noise_multiplier, stddev)
+        privacy.update(
+            noisy_unclipped_fraction=noisy_fraction,
+            next_clip=next_clip_norm(clip, noisy_fraction, config.dp_target_quantile, config.dp_clip_learning_rate),
+        )
+    noise_stddev = noise_multiplier * clip / num_clients
+    noise = gaussian_noise(check.shapes, noise_stddev, rng) if noise_stddev > 0 else {}
+    privacy.update(update_noise_multiplier=noise_multiplier, noise_stddev=noise_stddev)
+    combined = {
+        name: start_weights[name] + update_sums[name] / num_clients + noise.get(name, 0.0) for name in update_sums
+    }
+    return combined, total_examples, privacy
+
+
 def read_client_block(path: Path, name: str, block) -> np.ndarray:
     """One block of one weight of one client, as float64, refused if it is not finite."""
     with open_model_file(path) as handle:
@@ -156,8 +240,9 @@ def row_blocks(shape: tuple[int, ...], num_clients: int) -> list:
     return [slice(start, min(start + rows_per_block, shape[0])) for start in range(0, shape[0], rows_per_block)] or [...]
 
 
-def client_paths_for_round(layout: RunLayout, round_number: int, workers: Sequence[int]) -> list[Path]:
-    """Exactly the client files of ``workers`` in a round, or a ValueError naming what is missing or extra."""
+def finished_clients(layout: RunLayout, round_number: int, workers: Sequence[int], min_clients: int) -> list[int]:
+    """The round's sampled workers whose client file exists, if at least ``min_clients`` of them; a file from a
+    worker that was not sampled, or too few clients, is a ValueError naming them."""
     round_dir = layout.round_dir(round_number)
     found = set()
     if round_dir.is_dir():
@@ -167,13 +252,47 @@ def client_paths_for_round(layout: RunLayout, round_number: int, workers: Sequen
                 found.add(int(match.group(1)))
     expected = set(workers)
     missing, extra = sorted(expected - found), sorted(found - expected)
-    if missing:
-        raise ValueError(f"round {round_number}: missing client models for workers {missing} in {round_dir}")
     if extra:
         raise ValueError(
             f"round {round_number}: unexpected client models for workers {extra} (expected {len(expected)})"
         )
-    return [layout.client_model_path(round_number, worker) for worker in sorted(expected)]
+    if len(expected) - len(missing) < min_clients:
+        needed = "every client" if min_clients == len(expected) else f"at least {min_clients} of {len(expected)} clients"
+        raise ValueError(
+            f"round {round_number}: missing client models for workers {missing} in {round_dir} "
+            f"(the round needs {needed})"
+        )
+    return sorted(expected - set(missing))
+
+
+def missing_reasons(layout: RunLayout, round_number: int, missing: Sequence[int]) -> list[dict]:
+    """Each missing worker with why it failed, as its failure note says (Argo's trainers leave none)."""
+    reasons = []
+    for worker in missing:
+        reason = "no client model: its trainer failed or did not finish"
+        path = layout.client_failure_path(round_number, worker)
+        if path.is_file():
+            note = read_json(path)
+            if isinstance(note, dict) and isinstance(note.get("reason"), str):
+                reason = note["reason"]
+        reasons.append({"worker": worker, "reason": reason})
+    return reasons
+
+
+def clients_of_round(layout: RunLayout, config: RunConfig, round_number: int) -> tuple[list[int], dict | None]:
+    """The workers the round combines, and its record if an earlier attempt wrote one (then its clients, always)."""
+    record_path = layout.round_record_path(round_number)
+    workers = workers_of_round(layout, config, round_number)
+    finished = finished_clients(layout, round_number, workers, 0)  # refuses files of workers not sampled
+    if record_path.is_file():
+        record = read_round_record(record_path, layout.run_id, round_number)
+        absent = [worker for worker in record["clients"] if not layout.client_model_path(round_number, worker).is_file()]
+        if absent or not set(record["clients"]) <= set(workers):
+            raise ValueError(f"{record_path}: lists clients {record['clients']}, but the files of {absent} are gone")
+        return record["clients"], record
+    if len(finished) < config.min_clients_each_round:
+        finished_clients(layout, round_number, workers, config.min_clients_each_round)  # raises, naming the missing
+    return finished, None
 
 
 def run_config(layout: RunLayout, expect: int) -> RunConfig:
@@ -226,26 +345,54 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     if not start_model.is_file():
         raise ValueError(f"{start_model}: the round's starting model is missing")
     check = ClientCheck.from_start_model(start_model, layout.run_id, round_number)
-    workers = workers_of_round(layout, config, round_number)
-    client_paths = client_paths_for_round(layout, round_number, workers)
+    sampled = workers_of_round(layout, config, round_number)
+    clients, earlier_record = clients_of_round(layout, config, round_number)
+    client_paths = [layout.client_model_path(round_number, worker) for worker in clients]
     optimizer = ServerOptimizer.from_config(config)
+    with open_model_file(start_model) as handle:
+        start_weights = {name: np.asarray(array, dtype=np.float64) for name, array in read_weights(handle).items()}
+    missing = [worker for worker in sampled if worker not in clients]
+    record: dict[str, Any] = {
+        "run_id": layout.run_id,
+        "round": round_number,
+        "sampled": sampled,
+        "clients": clients,
+        "missing": earlier_record["missing"] if earlier_record else missing_reasons(layout, round_number, missing),
+        "strategy": optimizer.strategy,
+        "aggregation": config.aggregation,
+    }
 
-    if config.aggregation == "mean":
+    if config.dp_clip is not None:
+        clip = clip_for_round(config, previous_next_clip(layout, config, round_number))
+        # A fresh secret seed, not the run's: noise anyone could regenerate would protect nobody. A retry
+        # reuses the recorded one, so the round's model comes out the same.
+        noise_seed = earlier_record["privacy"]["noise_seed"] if earlier_record else secrets.randbits(128)
+        combined, total_examples, privacy = private_mean_of_clients(
+            client_paths, check, start_weights, config, clip, noise_seed
+        )
+        epsilon = epsilon_after(config, round_number)
+        record["privacy"] = {**privacy, "delta": config.dp_delta, "epsilon": epsilon if np.isfinite(epsilon) else None}
+    elif config.aggregation == "mean":
         accumulator = weighted_mean_of_clients(client_paths, check)
         total_examples = accumulator.total_examples
         # FedAvg writes the float32 mean exactly as before; a server optimizer starts from the float64 mean.
         combined = accumulator.result() if optimizer.strategy == "fedavg" else accumulator.mean()
+    elif config.aggregation in ("krum", "multi-krum"):
+        combined, total_examples, choice = krum_combination_of_clients(
+            client_paths, check, config.aggregation, config.byzantine_clients
+        )
+        record["krum"] = {"kept": [clients[index] for index in choice["kept"]], "scores": choice["scores"]}
     else:
         combined, total_examples = robust_combination_of_clients(
             client_paths, check, config.aggregation, config.trim_fraction
         )
+    # Record first: a retry then combines the same clients with the same noise, whatever arrives meanwhile.
+    write_round_record(layout.round_record_path(round_number), record)
 
     state = server_state_before(layout, optimizer, round_number, check.shapes)
     if optimizer.strategy == "fedavg":
         new_weights = combined
     else:
-        with open_model_file(start_model) as handle:
-            start_weights = read_weights(handle)
         new_weights, new_state = optimizer.step(start_weights, combined, state)
         # State first: a global model on the volume always has its state beside it (a crash in between is
         # redone by the retry, which recomputes both from the previous round's files).
@@ -259,4 +406,17 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     }
     output = {name: np.asarray(array).astype(check.dtypes[name], copy=False) for name, array in new_weights.items()}
     write_averaged_model(start_model, layout.global_model_path(round_number), output, summary)
-    return {**summary, "workers": workers, "strategy": optimizer.strategy, "aggregation": config.aggregation}
+    return {**summary, **record, "workers": clients}
+
+
+def previous_next_clip(layout: RunLayout, config: RunConfig, round_number: int) -> float | None:
+    """Adaptive clipping: the clip norm the previous round chose for this one (None in round 1)."""
+    if config.dp_clip != "adaptive" or round_number == 1:
+        return None
+    path = layout.round_record_path(round_number - 1)
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: adaptive clipping takes round {round_number}'s clip norm from it")
+    privacy = read_round_record(path, layout.run_id, round_number - 1).get("privacy") or {}
+    if not isinstance(privacy.get("next_clip"), (int, float)):
+        raise ValueError(f"{path}: has no next_clip for adaptive clipping")
+    return float(privacy["next_clip"])

@@ -10,6 +10,8 @@
         rounds/round-001/clients.json         the workers sampled to train this round (when sampling)
         rounds/round-001/client-000.h5 ...    each worker's model after local training
         rounds/round-001/server-state.h5      the server optimizer's state after this round (fedavgm/fedadagrad/fedadam/fedyogi)
+        rounds/round-001/failed-003.json      why a client did not finish (the local runner, after its retries)
+        rounds/round-001/aggregate.json       which clients the global model combines, who was missing, and DP
         rounds/round-001/global.h5            their aggregate: the next round's starting model
         rounds/round-001/metrics.json         its accuracy on the 10k test set
         logs/round-001/worker-000/            TensorBoard logs
@@ -133,6 +135,14 @@ class RunLayout:
     def server_state_path(self, round_number: int) -> Path:
         """The server optimizer's state (momentum, moments) after ``round_number``, beside its global model."""
         return self.round_dir(round_number) / "server-state.h5"
+
+    def client_failure_path(self, round_number: int, worker: int) -> Path:
+        """Why a sampled client did not finish ``round_number`` (written once its retries are spent)."""
+        return self.round_dir(round_number) / f"failed-{worker:03d}.json"
+
+    def round_record_path(self, round_number: int) -> Path:
+        """What the aggregator did in ``round_number``: clients combined and missing, Krum's choice, DP's noise."""
+        return self.round_dir(round_number) / "aggregate.json"
 
     def metrics_path(self, round_number: int) -> Path:
         return self.round_dir(round_number) / "metrics.json"

@@ -11,7 +11,7 @@ from common.atomic import read_json, write_json
 
 SPLIT_STRATEGIES = ("iid", "dirichlet", "pathological")
 SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi")
-AGGREGATIONS = ("mean", "median", "trimmed-mean")
+AGGREGATIONS = ("mean", "median", "trimmed-mean", "krum", "multi-krum")
 MODEL_ARCHITECTURES = ("convnet", "fedavg-cnn")
 # The clients' local optimizer: Adam (the default), or plain minibatch SGD as in McMahan et al. 2017.
 CLIENT_OPTIMIZERS = ("adam", "sgd")
@@ -33,6 +33,12 @@ SERVER_DEFAULTS: dict[str, dict[str, float]] = {
 SERVER_SETTINGS = ("server_learning_rate", "server_momentum", "server_beta1", "server_beta2", "server_tau")
 # Flower's FedTrimmedAvg default: cut 20 % of the clients from each end of every coordinate.
 DEFAULT_TRIM_FRACTION = 0.2
+# Adaptive clipping (Andrew et al. 2021, as Flower's server-side adaptive clipping): the clip norm starts at 0.1
+# and moves with learning rate 0.2 toward the norm that leaves half the updates unclipped.
+DP_ADAPTIVE_DEFAULTS = {"dp_initial_clip": 0.1, "dp_target_quantile": 0.5, "dp_clip_learning_rate": 0.2}
+DP_ADAPTIVE_SETTINGS = (*DP_ADAPTIVE_DEFAULTS, "dp_clipped_count_stddev")
+# The paper's (and Flower's) noise on the count of unclipped updates: a twentieth of the clients per round.
+DP_CLIPPED_COUNT_STDDEV_PER_CLIENT = 1 / 20
 
 
 def flag_name(field_name: str) -> str:
@@ -73,6 +79,19 @@ class RunConfig:
     learning_rate: float = 2e-3
     learning_rate_decay: float = 0.7
     learning_rate_anneal: str = "none"  # cosine: the step also shrinks along a half cosine over the run's rounds
+    # Partial rounds: a round is aggregated once at least this many of its sampled clients finished (None: all).
+    min_clients: int | None = None
+    byzantine_clients: int | None = None  # krum and multi-krum: f, how many clients may send anything (default 0)
+    # Differential privacy (DP-FedAvg, McMahan et al. 2018): every update is clipped to dp_clip in L2 norm (or
+    # "adaptive": Andrew et al. 2021), the clipped updates averaged with equal weights and Gaussian noise of
+    # standard deviation dp_noise_multiplier * clip / clients added. None: no DP, and every dp_ setting stays None.
+    dp_clip: float | str | None = None
+    dp_noise_multiplier: float | None = None  # z (default 0: clipping only, no privacy guarantee)
+    dp_delta: float | None = None  # the delta that epsilon is reported at (default 1 / workers)
+    dp_initial_clip: float | None = None  # adaptive: round 1's clip norm (default 0.1)
+    dp_target_quantile: float | None = None  # adaptive: share of updates to leave unclipped (default 0.5)
+    dp_clip_learning_rate: float | None = None  # adaptive: geometric step of the clip norm (default 0.2)
+    dp_clipped_count_stddev: float | None = None  # adaptive: noise on the unclipped count (default clients / 20)
 
     def __post_init__(self) -> None:
         for name in ("workers", "rounds", "epochs", "batch_size"):
@@ -98,8 +117,16 @@ class RunConfig:
             raise ValueError(f"learning-rate must be greater than 0, got {self.learning_rate!r}")
         if not 0 < check_number("learning_rate_decay", self.learning_rate_decay) <= 1:
             raise ValueError(f"learning-rate-decay must be above 0 and at most 1, got {self.learning_rate_decay!r}")
+        if self.min_clients is not None:
+            check_whole_number("min_clients", self.min_clients, minimum=1)
+            if self.min_clients > self.clients_each_round:
+                raise ValueError(
+                    f"min-clients must be at most the clients of a round ({self.clients_each_round}), got {self.min_clients}"
+                )
         self._resolve_server_settings()
         self._resolve_trim_fraction()
+        self._resolve_byzantine_clients()
+        self._resolve_privacy()
 
     def _resolve_server_settings(self) -> None:
         defaults = SERVER_DEFAULTS[self.strategy]
@@ -136,6 +163,67 @@ class RunConfig:
             )
         object.__setattr__(self, "trim_fraction", fraction)
 
+    def _resolve_byzantine_clients(self) -> None:
+        if self.aggregation not in ("krum", "multi-krum"):
+            if self.byzantine_clients is not None:
+                raise ValueError(f"byzantine-clients applies to krum and multi-krum aggregation, not {self.aggregation}")
+            return
+        byzantine = 0 if self.byzantine_clients is None else self.byzantine_clients
+        check_whole_number("byzantine_clients", byzantine, minimum=0)
+        fewest = self.min_clients_each_round
+        if fewest <= 2 * byzantine + 2:
+            raise ValueError(
+                f"{self.aggregation} with {byzantine} byzantine clients needs more than {2 * byzantine + 2} clients "
+                f"per round (Blanchard et al. 2017), but a round may have {fewest}"
+            )
+        object.__setattr__(self, "byzantine_clients", byzantine)
+
+    def _resolve_privacy(self) -> None:
+        dp_settings = ("dp_noise_multiplier", "dp_delta", *DP_ADAPTIVE_SETTINGS)
+        if self.dp_clip is None:
+            given = [flag_name(name) for name in dp_settings if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} need dp-clip (a clip norm or 'adaptive'): noise without clipping protects nobody")
+            return
+        if self.aggregation != "mean":
+            raise ValueError(f"dp-clip works with mean aggregation only, not {self.aggregation} (its noise is calibrated to a mean)")
+        if self.dp_clip != "adaptive" and not check_number("dp_clip", self.dp_clip) > 0:
+            raise ValueError(f"dp-clip must be greater than 0 or 'adaptive', got {self.dp_clip!r}")
+        noise = check_number("dp_noise_multiplier", 0.0 if self.dp_noise_multiplier is None else self.dp_noise_multiplier)
+        if noise < 0:
+            raise ValueError(f"dp-noise-multiplier must be at least 0, got {noise!r}")
+        delta = check_number("dp_delta", 1 / self.workers if self.dp_delta is None else self.dp_delta)
+        if not 0 < delta < 1:
+            raise ValueError(f"dp-delta must be above 0 and below 1, got {delta!r}")
+        object.__setattr__(self, "dp_noise_multiplier", noise)
+        object.__setattr__(self, "dp_delta", delta)
+        if self.dp_clip != "adaptive":
+            object.__setattr__(self, "dp_clip", float(self.dp_clip))
+            given = [flag_name(name) for name in DP_ADAPTIVE_SETTINGS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to dp-clip adaptive, not a fixed clip norm")
+            return
+        for name, default in DP_ADAPTIVE_DEFAULTS.items():
+            value = check_number(name, default if getattr(self, name) is None else getattr(self, name))
+            if not value > 0 or (name == "dp_target_quantile" and not value < 1):
+                bounds = "above 0 and below 1" if name == "dp_target_quantile" else "greater than 0"
+                raise ValueError(f"{flag_name(name)} must be {bounds}, got {value!r}")
+            object.__setattr__(self, name, value)
+        default_stddev = DP_CLIPPED_COUNT_STDDEV_PER_CLIENT * self.clients_each_round if noise > 0 else 0.0
+        stddev = check_number(
+            "dp_clipped_count_stddev", default_stddev if self.dp_clipped_count_stddev is None else self.dp_clipped_count_stddev
+        )
+        if stddev < 0:
+            raise ValueError(f"dp-clipped-count-stddev must be at least 0, got {stddev!r}")
+        if noise > 0 and not 2 * stddev > noise:
+            # The count's noise spends part of the privacy budget: the update's noise multiplier
+            # (z^-2 - (2 sigma_b)^-2)^-1/2 exists only while 2 sigma_b > z (Andrew et al. 2021, section 3.1).
+            raise ValueError(
+                f"adaptive clipping with dp-noise-multiplier {noise} needs dp-clipped-count-stddev above {noise / 2} "
+                f"(got {stddev}; its default is clients per round / 20): sample more clients per round or raise it"
+            )
+        object.__setattr__(self, "dp_clipped_count_stddev", stddev)
+
     def learning_rate_for_round(self, round_number: int) -> float:
         """The clients' step size in ``round_number`` (1 for the first round)."""
         rounds_before = max(0, round_number - 1)
@@ -150,6 +238,11 @@ class RunConfig:
     def clients_each_round(self) -> int:
         """How many clients train (and are aggregated) in each round."""
         return self.clients_per_round or self.workers
+
+    @property
+    def min_clients_each_round(self) -> int:
+        """The fewest finished clients a round is aggregated with."""
+        return self.min_clients or self.clients_each_round
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -237,6 +330,26 @@ def number_or_default(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'default', got {text!r}") from None
 
 
+def clip_norm(text: str) -> float | str | None:
+    """A ``--dp-clip`` value: a number, ``adaptive``, or ``none`` (no differential privacy)."""
+    if text in ("none", "adaptive"):
+        return None if text == "none" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'adaptive' or 'none', got {text!r}") from None
+
+
+def whole_number_or_default(text: str) -> int | None:
+    """A flag value that is a whole number, or ``default`` (None)."""
+    if text == "default":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'default', got {text!r}") from None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that make up a RunConfig, shared by this command and the local runner."""
     defaults = RunConfig()
@@ -261,7 +374,25 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-beta2", type=number_or_default, help="fedadam/fedyogi second-moment decay (default 0.99)")
     parser.add_argument("--server-tau", type=number_or_default, help="fedadagrad/fedadam/fedyogi adaptivity (default 1e-9, 1e-9, 1e-3)")
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation,
-                        help="combine clients by weighted mean, coordinate-wise median or trimmed mean")
+                        help="combine clients by weighted mean, coordinate-wise median, trimmed mean, or keep the "
+                        "client (krum) or clients (multi-krum) closest to the others (Blanchard et al. 2017)")
+    parser.add_argument("--byzantine-clients", type=whole_number_or_default,
+                        help="krum/multi-krum: how many clients per round may be malicious (default 0)")
+    parser.add_argument("--min-clients", type=count_or_all, default=defaults.min_clients,
+                        help="aggregate a round once this many of its clients finished (default 'all': every one)")
+    parser.add_argument("--dp-clip", type=clip_norm, default=defaults.dp_clip,
+                        help="differential privacy: clip each client's update to this L2 norm, or 'adaptive' "
+                        "(default 'none': no DP)")
+    parser.add_argument("--dp-noise-multiplier", type=number_or_default,
+                        help="with --dp-clip: Gaussian noise of this many clip norms on the sum of updates (default 0)")
+    parser.add_argument("--dp-delta", type=number_or_default, help="the delta epsilon is reported at (default 1/workers)")
+    parser.add_argument("--dp-initial-clip", type=number_or_default, help="adaptive: round 1's clip norm (default 0.1)")
+    parser.add_argument("--dp-target-quantile", type=number_or_default,
+                        help="adaptive: share of updates left unclipped (default 0.5)")
+    parser.add_argument("--dp-clip-learning-rate", type=number_or_default,
+                        help="adaptive: geometric step of the clip norm per round (default 0.2)")
+    parser.add_argument("--dp-clipped-count-stddev", type=number_or_default,
+                        help="adaptive: noise on the count of unclipped updates (default clients per round / 20)")
     parser.add_argument("--trim-fraction", type=number_or_default,
                         help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})")
     parser.add_argument("--proximal-mu", type=float, default=defaults.proximal_mu,
@@ -302,4 +433,13 @@ def config_from_arguments(args: argparse.Namespace) -> RunConfig:
         learning_rate=args.learning_rate,
         learning_rate_decay=args.learning_rate_decay,
         learning_rate_anneal=args.learning_rate_anneal,
+        min_clients=args.min_clients,
+        byzantine_clients=args.byzantine_clients,
+        dp_clip=args.dp_clip,
+        dp_noise_multiplier=args.dp_noise_multiplier,
+        dp_delta=args.dp_delta,
+        dp_initial_clip=args.dp_initial_clip,
+        dp_target_quantile=args.dp_target_quantile,
+        dp_clip_learning_rate=args.dp_clip_learning_rate,
+        dp_clipped_count_stddev=args.dp_clipped_count_stddev,
     )

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from aggregator.record import round_facts
 from common.atomic import write_json, write_text
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--data is required with --model")
     metrics = evaluate(model_path, data)
     if args.round is not None:
-        metrics["round"] = args.round
+        metrics.update(round_facts(RunLayout(args.volume, args.run_id), args.round), round=args.round)
     if output_path is not None:
         write_json(output_path, metrics)
     if args.accuracy_file is not None:

@@ -14,7 +14,10 @@ def round_history(layout: RunLayout, last_round: int) -> list[dict]:
         if not metrics_path.is_file():
             raise ValueError(f"{metrics_path}: round {round_number} was not evaluated; run the evaluator first")
         metrics = read_json(metrics_path)
-        history.append({"round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"]})
+        entry = {"round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"]}
+        # Rounds since records exist: how many clients, which were missing, the privacy spent so far.
+        entry.update({key: metrics[key] for key in ("clients", "missing", "privacy") if key in metrics})
+        history.append(entry)
     return history
 
 

@@ -27,6 +27,8 @@ def run_summary(layout: RunLayout, status: str) -> dict:
         "rounds_evaluated": len(history),
         "history": history,
         "final_accuracy": history[-1]["accuracy"] if history else None,
+        "missing_clients": sum(len(entry.get("missing", [])) for entry in history),
+        "privacy": history[-1].get("privacy") if history else None,
         "published_version": find_published(layout.volume, layout.run_id, last_round) if history else None,
     }
 

@@ -51,6 +51,8 @@ def build_info(layout: RunLayout, round_number: int) -> dict:
         "per_class_accuracy": final_metrics["per_class_accuracy"],
         "confusion_matrix": final_metrics["confusion_matrix"],
         "history": history,
+        # User-level DP: the privacy spent by the published round (every round before it included).
+        "privacy": history[-1].get("privacy") if history else None,
     }
 
 

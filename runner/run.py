@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aggregator.aggregate import aggregate_round
+from aggregator.record import round_facts
 from common.atomic import read_json, write_json
 from common.layout import RunLayout, model_version_dir
 from common.modelfile import read_file_metadata, sha256_of_file
@@ -33,6 +34,10 @@ from splitter.split import write_shards
 
 class TrainerDied(RuntimeError):
     """A trainer process ended without finishing (killed, out of memory)."""
+
+
+# With partial rounds, how often a client is tried in one go of the runner before it counts as missing.
+TRAINER_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -182,10 +187,53 @@ class WorkerPool:
         """Run one task in a worker process and return its result."""
         return pool_results([self.get().submit(function, *arguments)], what)[0]
 
+    def restart(self) -> None:
+        """Replace a pool that lost a process: the next task starts fresh workers."""
+        self.close()
+        self.pool = None
+
     def close(self) -> None:
         """Stop the workers now: after an interrupt, a half-trained client is redone on resume anyway."""
         if self.pool is not None:
             self.pool.shutdown(wait=True, kill_workers=True)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def train_allowing_failures(
+    workers: WorkerPool, layout: RunLayout, config: RunConfig, round_number: int, pending: list[int]
+) -> dict[int, str]:
+    """Train ``pending`` clients, retrying each failed one alone (so a dying process is blamed on the client that
+    killed it); returns why each client that failed every attempt failed."""
+    arguments = (str(layout.volume), layout.run_id, round_number)
+    settings = (config.epochs, config.batch_size, config.seed)
+    futures = {worker: workers.get().submit(train_in_pool, *arguments, worker, *settings) for worker in pending}
+    wait(list(futures.values()))
+    failures: dict[int, str] = {}
+    for worker, future in futures.items():
+        try:
+            future.result()
+        except BrokenProcessPool:
+            failures[worker] = "its trainer process died (killed, or out of memory)"
+        except Exception as error:  # the client's own failure (a corrupt shard, ...), not the runner's
+            failures[worker] = one_line(error)
+    if any(isinstance(future.exception(), BrokenProcessPool) for future in futures.values()):
+        workers.restart()
+    for _ in range(1, TRAINER_ATTEMPTS):
+        for worker in sorted(failures):
+            try:
+                workers.run(f"worker {worker} of round {round_number}", train_in_pool, *arguments, worker, *settings)
+                del failures[worker]
+            except TrainerDied:
+                workers.restart()
+                failures[worker] = "its trainer process died (killed, or out of memory)"
+            except Exception as error:
+                failures[worker] = one_line(error)
+    return failures
 
 
 def complete_round(
@@ -199,8 +247,13 @@ def complete_round(
         clients = clients_for_round(layout, config, round_number)  # recorded once: a resume trains the same ones
         pending = [worker for worker in clients if not client_is_done(layout, round_number, worker, start_sha256)]
         live.start_round(round_number, clients, pending)
-        if pending:
+        if pending and config.min_clients is None:
             train_round(workers.get(), layout, config, round_number, pending)
+        elif pending:
+            failures = train_allowing_failures(workers, layout, config, round_number, pending)
+            for worker, reason in failures.items():
+                write_json(layout.client_failure_path(round_number, worker),
+                           {"worker": worker, "round": round_number, "reason": f"failed {TRAINER_ATTEMPTS} times: {reason}"})
         seconds["train"] = time.monotonic() - started
         started = time.monotonic()
         aggregate_round(layout, round_number, config.workers)
@@ -209,7 +262,7 @@ def complete_round(
     model_path = layout.global_model_path(round_number)
     metrics = workers.run(f"the accuracy test of round {round_number}", evaluate_in_pool, str(model_path), str(data))
     seconds["evaluate"] = time.monotonic() - started
-    metrics = {**metrics, "round": round_number, "seconds": seconds}
+    metrics = {**metrics, **round_facts(layout, round_number), "round": round_number, "seconds": seconds}
     write_json(layout.metrics_path(round_number), metrics)
     return metrics
 
@@ -238,7 +291,8 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
                 phases = metrics.get("seconds", {})
                 history.append({
                     "round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
-                    "seconds": sum(phases.values()),
+                    "seconds": sum(phases.values()), "clients": metrics.get("clients"),
+                    "missing": metrics.get("missing", []), "privacy": metrics.get("privacy"),
                 })
                 live.finish_round(round_number)
                 timing = ", ".join(f"{name} {value:.1f} s" for name, value in phases.items())
@@ -246,6 +300,8 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
                     f"round {round_number}/{config.rounds}: test accuracy {metrics['accuracy']:.4f}, "
                     f"loss {metrics['loss']:.4f} ({timing}){' (done before)' if done_before else ''}"
                 )
+                for entry in metrics.get("missing", []):
+                    console.print(f"  went on without worker {entry['worker']}: {entry['reason']}", markup=False)
     finally:
         workers.close()
     version, is_new = publish(layout, config.rounds, options.min_accuracy)
@@ -267,9 +323,30 @@ def print_summary(console: Console, summary: dict) -> None:
     table.add_column("test accuracy", justify="right")
     table.add_column("test loss", justify="right")
     table.add_column("seconds", justify="right")
-    for row in summary["history"]:
-        table.add_row(str(row["round"]), f"{row['accuracy']:.4f}", f"{row['loss']:.4f}", f"{row['seconds']:.1f}")
+    history = summary["history"]
+    partial = any(row.get("missing") for row in history)
+    private = any(row.get("privacy") for row in history)
+    if partial:
+        table.add_column("clients (missing)", justify="right")
+    if private:
+        table.add_column("clip", justify="right")
+        table.add_column("epsilon", justify="right")
+    for row in history:
+        cells = [str(row["round"]), f"{row['accuracy']:.4f}", f"{row['loss']:.4f}", f"{row['seconds']:.1f}"]
+        if partial:
+            missing = [entry["worker"] for entry in row.get("missing", [])]
+            cells.append(f"{row.get('clients')}" + (f" ({', '.join(map(str, missing))})" if missing else ""))
+        if private:
+            privacy = row.get("privacy") or {}
+            epsilon = privacy.get("epsilon")
+            cells += [f"{privacy.get('clip', float('nan')):.3g}", "inf" if epsilon is None else f"{epsilon:.3g}"]
+        table.add_row(*cells)
     console.print(table)
+    last_privacy = history[-1].get("privacy") if history else None
+    if last_privacy:
+        epsilon = last_privacy.get("epsilon")
+        spent = "no guarantee (noise multiplier 0)" if epsilon is None else f"epsilon {epsilon:.3g}"
+        console.print(f"user-level differential privacy: {spent} at delta {last_privacy['delta']:.3g}")
     state = "published" if summary["newly_published"] else "already published"
     console.print(
         f"final test accuracy [bold]{summary['accuracy']:.4f}[/bold], wall time {summary['seconds']:.1f} s; "

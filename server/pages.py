@@ -35,6 +35,8 @@ def model_page():
         config=info.get("config") or {},
         published=readable_time(info.get("published_at")),
         chart=accuracy_chart(info.get("history") or []),
+        partial_rounds=[entry for entry in info.get("history") or [] if entry.get("missing")],
+        privacy=info.get("privacy") or None,
         matrix=confusion_rows(info.get("confusion_matrix")),
         per_class=info.get("per_class_accuracy") or [],
     )

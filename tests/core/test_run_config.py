@@ -21,7 +21,7 @@ OLD_RUN_JSON = {"workers": 3, "rounds": 5, "epochs": 1, "batch_size": 64, "split
         ({"clients_per_round": 0}, "clients-per-round must be a whole number of at least 1"),
         ({"clients_per_round": 1.5}, "clients-per-round must be a whole number"),
         ({"strategy": "fedprox"}, "strategy must be one of fedavg, fedavgm, fedadagrad, fedadam, fedyogi"),
-        ({"aggregation": "krum"}, "aggregation must be one of mean, median, trimmed-mean"),
+        ({"aggregation": "bulyan"}, "aggregation must be one of mean, median, trimmed-mean, krum, multi-krum"),
         ({"model": "resnet"}, "model must be one of convnet, fedavg-cnn"),
         ({"client_optimizer": "rmsprop"}, "client-optimizer must be one of adam, sgd"),
         ({"learning_rate_anneal": "linear"}, "learning-rate-anneal must be one of none, cosine"),

@@ -1,0 +1,167 @@
+"""Differential privacy: clipping and noise against hand computations, epsilon against dp-accounting called
+directly, adaptive clipping moving toward its quantile, exact retries, and every bad setting refused in one line."""
+
+import json
+import math
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting import rdp
+
+from aggregator.privacy import clip_update, next_clip_norm
+from common.runconfig import RunConfig
+from runner.__main__ import main as runner_main
+from tests.core.fl_rounds import aggregate, global_weights, start_round, write_client
+
+BIG = {"w": (400, 500)}  # 200,000 coordinates: enough to measure the noise's standard deviation
+
+
+def test_clipping_scales_only_updates_above_the_norm():
+    update = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}  # norm 5
+    clipped, norm = clip_update(update, 2.5)
+    assert norm == 5.0
+    np.testing.assert_allclose(clipped["a"], [1.5, 0.0])
+    np.testing.assert_allclose(clipped["b"], [[2.0]])
+    unchanged, _ = clip_update(update, 10.0)
+    np.testing.assert_array_equal(unchanged["a"], update["a"])
+
+
+def three_clients(volume, monkeypatch, noise_multiplier, shapes=None, **settings):
+    """Three clients whose updates have L2 norms 1, 2 and 4 along known directions; clip norm 2."""
+    import tests.core.fl_rounds as rounds
+
+    shapes = shapes or {"w": (2, 2)}
+    monkeypatch.setattr(rounds, "SHAPES", shapes)
+    layout = start_round(volume, RunConfig(workers=3, dp_clip=2.0, dp_noise_multiplier=noise_multiplier, **settings),
+                         start={name: np.ones(shape, np.float32) for name, shape in shapes.items()})
+    for worker, norm in enumerate((1.0, 2.0, 4.0)):
+        weights = {}
+        for name, shape in shapes.items():
+            direction = np.zeros(shape, np.float32)
+            direction.flat[worker] = 1.0
+            weights[name] = (1 + norm * direction).astype(np.float32)
+        write_client(layout, 1, worker, weights, num_examples=100 * (worker + 1))
+    return layout
+
+
+def test_clipping_without_noise_is_the_equal_weight_mean_of_clipped_updates(tmp_path, monkeypatch):
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=0.0)
+    assert aggregate(layout) == 0
+    # Hand computation: updates 1*e0, 2*e1, 4*e2 -> clipped to 1*e0, 2*e1, 2*e2; equal weights (the example
+    # counts do not matter): start 1 + [1, 2, 2, 0] / 3.
+    np.testing.assert_allclose(global_weights(layout)["w"].ravel(), 1 + np.array([1, 2, 2, 0]) / 3, rtol=1e-6)
+    privacy = json.loads(layout.round_record_path(1).read_text())["privacy"]
+    assert privacy["clip"] == 2.0 and privacy["noise_stddev"] == 0 and privacy["epsilon"] is None
+
+
+def test_the_noise_has_standard_deviation_z_clip_over_clients(tmp_path, monkeypatch):
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=0.9, shapes=BIG)
+    assert aggregate(layout) == 0
+    privacy = json.loads(layout.round_record_path(1).read_text())["privacy"]
+    expected_stddev = 0.9 * 2.0 / 3  # z * S / m
+    assert privacy["noise_stddev"] == pytest.approx(expected_stddev)
+    clipped_mean = np.zeros(BIG["w"])
+    clipped_mean.flat[0], clipped_mean.flat[1], clipped_mean.flat[2] = 1 / 3, 2 / 3, 2 / 3
+    noise = global_weights(layout)["w"].astype(np.float64) - 1 - clipped_mean
+    # 200,000 draws: the sample standard deviation is within 1 % of the true one (its own sd is ~0.16 %).
+    assert np.std(noise) == pytest.approx(expected_stddev, rel=0.01)
+    assert abs(np.mean(noise)) < 5 * expected_stddev / math.sqrt(noise.size)
+    # The noise is exactly the recorded seed's draw: what makes a retried round exact.
+    replay = np.random.default_rng(privacy["noise_seed"]).normal(0.0, expected_stddev, size=BIG["w"])
+    np.testing.assert_allclose(noise, replay, atol=1e-6)
+
+
+def test_a_retried_private_round_is_exact_and_the_seed_stays_off_the_public_facts(tmp_path, monkeypatch):
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0)
+    assert aggregate(layout) == 0
+    first = global_weights(layout)
+    layout.global_model_path(1).unlink()
+    assert aggregate(layout) == 0
+    np.testing.assert_array_equal(global_weights(layout)["w"], first["w"])
+    from aggregator.record import round_facts
+
+    assert "noise_seed" not in json.dumps(round_facts(layout, 1))
+
+
+def direct_epsilon(event, relation, delta):
+    accountant = rdp.RdpAccountant(neighboring_relation=relation)
+    accountant.compose(event)
+    return accountant.get_epsilon(delta)
+
+
+def test_epsilon_is_dp_accounting_s_for_every_client_each_round(tmp_path, monkeypatch):
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.1, dp_delta=1e-3)
+    assert aggregate(layout) == 0
+    recorded = json.loads(layout.round_record_path(1).read_text())["privacy"]["epsilon"]
+    expected = direct_epsilon(dp_accounting.GaussianDpEvent(1.1), dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, 1e-3)
+    assert recorded == pytest.approx(expected, rel=1e-9)
+
+
+def test_epsilon_is_dp_accounting_s_for_k_of_n_over_rounds(tmp_path):
+    from aggregator.privacy import epsilon_after
+
+    config = RunConfig(workers=1000, clients_per_round=100, dp_clip=0.5, dp_noise_multiplier=1.0, dp_delta=1e-3)
+    # Replacing one user moves the clipped sum by twice the clip norm: the Gaussian's multiplier is z / 2.
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(1000, 100, dp_accounting.GaussianDpEvent(0.5)), 30
+    )
+    expected = direct_epsilon(event, dp_accounting.NeighboringRelation.REPLACE_ONE, 1e-3)
+    assert epsilon_after(config, 30) == pytest.approx(expected, rel=1e-9)
+    assert epsilon_after(config, 10) < epsilon_after(config, 30)
+
+
+def test_adaptive_clipping_moves_toward_its_quantile():
+    norms = np.random.default_rng(0).lognormal(mean=0.0, sigma=0.5, size=1000)  # median 1.0
+    clip = 0.1
+    for _ in range(200):
+        clip = next_clip_norm(clip, float(np.mean(norms <= clip)), target_quantile=0.5, learning_rate=0.2)
+    assert clip == pytest.approx(np.median(norms), rel=0.1)
+    for _ in range(200):
+        clip = next_clip_norm(clip, float(np.mean(norms <= clip)), target_quantile=0.9, learning_rate=0.2)
+    assert clip == pytest.approx(np.quantile(norms, 0.9), rel=0.1)
+
+
+def test_adaptive_clipping_carries_its_norm_from_round_to_round(tmp_path, monkeypatch):
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=0.0)
+    config = json.loads(layout.config_path.read_text())
+    adaptive = RunConfig(**{**config, "dp_clip": "adaptive", "dp_initial_clip": 0.5})
+    layout.config_path.write_text(json.dumps(adaptive.to_dict()))
+    assert aggregate(layout) == 0
+    first = json.loads(layout.round_record_path(1).read_text())["privacy"]
+    # Every update (norms 1, 2, 4) is above 0.5: none unclipped, so the norm grows by exp(0.2 * 0.5).
+    assert first["clip"] == 0.5 and first["noisy_unclipped_fraction"] == 0
+    assert first["next_clip"] == pytest.approx(0.5 * math.exp(0.1))
+    for worker in range(3):
+        write_client(layout, 2, worker, global_weights(layout), num_examples=100)
+    assert aggregate(layout, round_number=2) == 0
+    assert json.loads(layout.round_record_path(2).read_text())["privacy"]["clip"] == first["next_clip"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dp-noise-multiplier", "1"], "dp-noise-multiplier need dp-clip"),
+    (["--dp-clip", "0"], "dp-clip must be greater than 0 or 'adaptive', got 0.0"),
+    (["--dp-clip", "-1"], "dp-clip must be greater than 0"),
+    (["--dp-clip", "1", "--dp-noise-multiplier", "-0.5"], "dp-noise-multiplier must be at least 0"),
+    (["--dp-clip", "1", "--aggregation", "median"], "dp-clip works with mean aggregation only, not median"),
+    (["--dp-clip", "1", "--aggregation", "trimmed-mean", "--workers", "5"], "dp-clip works with mean aggregation only, not trimmed-mean"),
+    (["--dp-clip", "1", "--aggregation", "krum", "--workers", "5"], "dp-clip works with mean aggregation only, not krum"),
+    (["--dp-clip", "1", "--dp-delta", "0"], "dp-delta must be above 0 and below 1"),
+    (["--dp-clip", "1", "--dp-delta", "1"], "dp-delta must be above 0 and below 1"),
+    (["--dp-clip", "1", "--dp-target-quantile", "0.5"], "dp-target-quantile apply to dp-clip adaptive"),
+    (["--dp-clip", "adaptive", "--dp-target-quantile", "1"], "dp-target-quantile must be above 0 and below 1"),
+    (["--dp-clip", "adaptive", "--dp-noise-multiplier", "1"], "needs dp-clipped-count-stddev above 0.5"),
+    (["--dp-clip", "nonsense"], "expected a number, 'adaptive' or 'none'"),
+    (["--min-clients", "two"], "expected a whole number or 'all'"),
+    (["--min-clients", "4"], "min-clients must be at most the clients of a round (3), got 4"),
+    (["--aggregation", "krum", "--byzantine-clients", "1"], "needs more than 4 clients per round"),
+    (["--aggregation", "krum", "--byzantine-clients", "x"], "expected a whole number or 'default'"),
+])
+def test_bad_settings_are_refused_in_one_line(flags, message, capsys, tmp_path):
+    try:
+        status = runner_main(["--volume", str(tmp_path), *flags])
+    except SystemExit as exit:  # argparse's own refusals (a value of the wrong type)
+        status = exit.code
+    assert status == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1, error
