@@ -1,15 +1,24 @@
 """Partial rounds (--min-clients): a round goes on with the clients that finished, renormalized over them."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from bench.faults import TrainerKiller
+from common.data import load_mnist, save_arrays
+from common.layout import RunLayout, models_dir
 
 from aggregator.record import round_facts
 from common.atomic import write_json
 from common.runconfig import RunConfig
 from evaluator.history import round_history
 from tests.core.fl_rounds import SHAPES, aggregate, global_weights, start_round, write_client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def four_clients(tmp_path, min_clients, present=(0, 1, 3)):
@@ -76,3 +85,35 @@ def test_the_history_carries_the_round_s_clients_and_missing(tmp_path):
 def test_bad_min_clients_are_refused(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RunConfig(workers=4, **settings)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_trainer_is_retried_then_left_out_and_the_run_completes(tmp_path, real_mnist_path):
+    # Prepare: a 6,000-image slice, 4 workers, rounds go on with 3; worker 1's trainer is killed in round 1 on
+    # every attempt (kill -9 of the process holding its TensorBoard file), round 2 is left alone.
+    mnist = load_mnist(real_mnist_path)
+    data = tmp_path / "slice.npz"
+    save_arrays(data, x_train=mnist.x_train[:6000], y_train=mnist.y_train[:6000],
+                x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
+    volume = tmp_path / "volume"
+    layout = RunLayout(volume, "partial")
+    command = [sys.executable, "-m", "runner", "--volume", str(volume), "--data", str(data), "--run-id", "partial",
+               "--workers", "4", "--rounds", "2", "--batch-size", "32", "--min-clients", "3", "--min-accuracy", "0"]
+
+    # Execute
+    runner = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TrainerKiller(runner, layout, {1: 1}) as killer:
+        stdout, stderr = runner.communicate(timeout=600)
+
+    # Assert: killed twice (first try and retry), round 1 renormalized over 3 clients, round 2 whole, published.
+    assert runner.returncode == 0, stderr
+    assert [(round_number, worker) for round_number, worker, _ in killer.kills] == [(1, 1), (1, 1)]
+    first, second = (json.loads(layout.metrics_path(number).read_text()) for number in (1, 2))
+    assert first["clients"] == 3 and second["clients"] == 4 and second["missing"] == []
+    assert first["missing"] == [{"worker": 1, "reason": "failed 2 times: its trainer process died (killed, or out of memory)"}]
+    assert json.loads(layout.round_record_path(1).read_text())["clients"] == [0, 2, 3]
+    assert "went on without worker 1: failed 2 times" in stdout and "clients (missing)" in stdout
+    assert first["accuracy"] > 0.7 and second["accuracy"] > first["accuracy"]
+    info = json.loads((models_dir(volume) / "1" / "info.json").read_text())
+    assert info["history"][0]["missing"][0]["worker"] == 1

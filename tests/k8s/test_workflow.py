@@ -307,6 +307,32 @@ def test_run_configuration_reaches_trainer_init(workflow):
             parsed.trim_fraction, parsed.server_tau) == (3, "fedadam", 0.01, "trimmed-mean", 0.34, None)
 
 
+def test_every_run_setting_is_a_workflow_parameter(workflow):
+    """Each flag the local runner takes to shape a run reaches trainer.init from a workflow parameter of the same name."""
+    import argparse
+
+    from common.runconfig import add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+    init_arguments = templates(workflow)["init"]["container"]["args"]
+    passed = {argument.split("=", 1)[0] for argument in init_arguments}
+    declared = {parameter["name"] for parameter in workflow["spec"]["arguments"]["parameters"]}
+    assert flags - {"--start-model", "--help"} <= passed
+    assert {flag[2:] for flag in passed - {"--volume", "--run-id"}} <= declared
+
+
+def test_a_failed_trainer_leaves_the_decision_to_the_aggregate_step(workflow):
+    """Partial rounds on Argo: the fan-out continues past a trainer that failed its retries; the aggregator then
+    goes on with min-clients, or fails naming the missing workers."""
+    for fan_out in ("train-workers-on-gpu", "train-workers-on-cpu"):
+        ((step,),) = templates(workflow)[fan_out]["steps"]
+        assert step["continueOn"] == {"failed": True}, fan_out
+    aggregate_steps = [step for group in templates(workflow)["round"]["steps"] for step in group if step["name"] == "aggregate"]
+    assert len(aggregate_steps) == 1 and "continueOn" not in aggregate_steps[0]
+
+
 @pytest.mark.parametrize("name", TRAINER_TEMPLATES)
 def test_trainers_hold_the_semaphore_of_the_limits_config_map(workflow, name):
     """How many trainers run at once is a semaphore whose limit lives in workflows/limits.yaml."""
