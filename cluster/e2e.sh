@@ -5,7 +5,8 @@
 #   2 the claim mnist-volume bound (cluster/local-volume/, the NFS claim's stand-in)
 #   3 argo submit workflows/mnist.yaml: 2 rounds of 3 trainers under a semaphore of 2
 #   4 argo submit --from workflowtemplate/mnist-federated: 2 of 4 clients sampled, Dirichlet split
-#   faults: a trainer pod deleted mid-training, a min-accuracy the model cannot reach, bad parameters
+#   faults: a trainer pod deleted mid-training, a trainer failing every retry (min-clients goes on without it),
+#   a min-accuracy the model cannot reach, bad parameters
 #   5 the web demo (deploy/ with the local image): /readyz, the page, a digit uploaded through a port-forward
 #   6 workflows/accuracy-test.yaml as a Job: passes, and fails above the model's accuracy
 # Prints one line per check and closes with "N passed, N failed"; exits non-zero if any check failed.
@@ -165,6 +166,33 @@ nodes = json.load(sys.stdin)[\"status\"][\"nodes\"].values()
 sys.exit(not any(node[\"displayName\"].startswith(\"train(\") and node[\"displayName\"].endswith(\")(1)\") for node in nodes))'"
 }
 
+# Partial rounds: worker 1's shard is corrupt (split beforehand on the host: the split step keeps a finished
+# split), so its trainer fails every retry; with min-clients=2 the round goes on with workers 0 and 2.
+# Submitted early and checked late: most of its time is Argo's retry backoff (30 s, 60 s, 120 s).
+PARTIAL_RUN=partial-round-$$
+start_partial_round() {
+  local run="$LOCAL_VOLUME/runs/$PARTIAL_RUN"
+  "$PYTHON" -m splitter --volume "$LOCAL_VOLUME" --run-id "$PARTIAL_RUN" --workers 3 --data "$repo/volume/data/mnist.npz" \
+    >/dev/null && head -c 4096 /dev/urandom >"$run/shards/shard-001.npz" && chown -R 10001:10001 "$run" &&
+    argo submit -n mnist workflows/mnist.yaml --name "$PARTIAL_RUN" -p workers=3 -p rounds=1 -p min-clients=2 \
+      -p min-accuracy=0.5 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" >/dev/null
+}
+check_partial_round() {
+  local record="$LOCAL_VOLUME/runs/$PARTIAL_RUN/rounds/round-001/aggregate.json"
+  argo wait -n mnist "$PARTIAL_RUN" >/dev/null 2>&1
+  check "fault: a trainer failing every retry, min-clients=2: the run went on and published ($PARTIAL_RUN)" \
+    expect_phase "$PARTIAL_RUN" Succeeded
+  check "fault: worker 1's trainer failed all 4 tries" sh -c "kubectl -n mnist get workflow $PARTIAL_RUN -o json | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)[\"status\"][\"nodes\"].values()
+tries = [node[\"phase\"] for node in nodes if node[\"displayName\"].startswith(\"train(1:1)(\")]
+sys.exit(tries != [\"Failed\"] * 4)'"
+  check "fault: round 1 combined workers 0 and 2 and recorded worker 1 missing" "$PYTHON" -c "
+import json, sys
+record = json.load(open(sys.argv[1]))
+assert record['clients'] == [0, 2] and [entry['worker'] for entry in record['missing']] == [1], record" "$record"
+}
+
 fault_unreachable_accuracy() {
   local before name
   before=$(published_versions)
@@ -263,8 +291,11 @@ main() {
   fi
   passed=$((passed + 1)); say "ok    the cluster came up"
   step_production_run
+  if start_partial_round; then passed=$((passed + 1)); say "ok    fault: partial round submitted ($PARTIAL_RUN)"
+  else failed=$((failed + 1)); say "FAIL  fault: partial round submitted"; fi
   step_template_run
   fault_killed_trainer
+  check_partial_round
   fault_unreachable_accuracy
   fault_bad_parameters
   step_serve

@@ -398,3 +398,34 @@ def test_the_model_page_names_the_architecture_and_the_server_strategy(tmp_path,
     html = client.get("/model").get_data(as_text=True)
     assert "the FedAvg paper&#39;s MNIST CNN" in html or "the FedAvg paper's MNIST CNN" in html
     assert "fedadam over the trimmed-mean of 10 sampled clients per round; FedProx &mu; = 0.01" in html
+
+
+def test_the_model_page_shows_privacy_krum_and_missing_clients(tmp_path, trained_versions):
+    """A DP run with partial rounds says what it spent and who was missing; a Krum run how many it tolerates."""
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_versions / "1", models / "1")
+    info_path = models / "1" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["config"].update(dp_clip="adaptive", dp_noise_multiplier=1.0, min_clients=8)
+    info["history"][0].update(clients=9, missing=[{"worker": 3, "reason": "failed 2 times: its trainer process died"}])
+    info["privacy"] = {"clip": 0.4321, "noise_multiplier": 1.0, "epsilon": 3.456, "delta": 0.001}
+    info_path.write_text(json.dumps(info))
+    shutil.copytree(trained_versions / "2", models / "2")
+    info_path = models / "2" / "info.json"
+    krum = json.loads(info_path.read_text())
+    krum["config"].update(aggregation="multi-krum", byzantine_clients=4)
+    info_path.write_text(json.dumps(krum))
+    shutil.move(models / "2", tmp_path / "krum")
+    client = make_app(models).test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200)
+
+    html = client.get("/model").get_data(as_text=True)
+
+    assert "clipped to an adaptive norm (last 0.432), noise multiplier 1.0: &epsilon; = 3.46 at &delta; = 0.001" in html
+    assert "round 1: 9 clients, without worker 3 (failed 2 times: its trainer process died)" in html
+    shutil.move(tmp_path / "krum", models / "2")
+    wait_for(lambda: "Byzantine clients tolerated" in client.get("/model").get_data(as_text=True))
+    assert "<dd>4 per round</dd>" in client.get("/model").get_data(as_text=True)
