@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--expect", type=int, required=True,
         help="the run's number of workers: the round needs a model from each, or from each worker listed in the "
-        "round's clients.json when the run samples clients",
+        "round's clients.json when the run samples clients (at least min-clients of them, when run.json sets it)",
     )
     return parser
 

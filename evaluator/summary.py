@@ -51,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     write_json(layout.summary_path, summary)
     accuracies = ", ".join(f"{entry['accuracy']:.4f}" for entry in summary["history"]) or "none"
     published = summary["published_version"]
-    print(f"run {layout.run_id} {args.status}: test accuracy per round {accuracies}; "
+    privacy = summary["privacy"]
+    spent = ""
+    if privacy:
+        epsilon = privacy.get("epsilon")
+        spent = f"; epsilon {epsilon:.3g} at delta {privacy['delta']:.3g}" if epsilon is not None else "; DP without noise"
+    missing = f"; {summary['missing_clients']} client(s) missing over the run" if summary["missing_clients"] else ""
+    print(f"run {layout.run_id} {args.status}: test accuracy per round {accuracies}{missing}{spent}; "
           f"{f'published as version {published}' if published else 'not published'} ({layout.summary_path})")
     return 0
 

@@ -33,7 +33,7 @@ def test_summary_of_a_failed_run_says_how_far_it_got(tmp_path, capsys):
     assert summary_main(["--volume", str(tmp_path), "--run-id", "run-a", "--status", "Failed"]) == 0
     summary = json.loads(layout.summary_path.read_text())
     assert summary == {"run_id": "run-a", "status": "Failed", "rounds_evaluated": 2, "final_accuracy": 0.95,
-                       "published_version": None, "history": [{"round": 1, "accuracy": 0.9, "loss": pytest.approx(0.1)},
+                       "published_version": None, "missing_clients": 0, "privacy": None, "history": [{"round": 1, "accuracy": 0.9, "loss": pytest.approx(0.1)},
                                                               {"round": 2, "accuracy": 0.95, "loss": pytest.approx(0.05)}]}
     assert "run run-a Failed: test accuracy per round 0.9000, 0.9500; not published" in capsys.readouterr().out
 
@@ -47,3 +47,15 @@ def test_history_file_needs_a_round(tmp_path, capsys):
     code = evaluator_main(["--model", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
                            "--history-file", str(tmp_path / "history")])
     assert code == 2 and "--history-file needs --run-id and --round" in capsys.readouterr().err
+
+
+def test_the_summary_counts_missing_clients_and_the_privacy_spent(tmp_path, capsys):
+    layout = RunLayout(tmp_path, "run-p")
+    privacy = {"clip": 0.5, "noise_multiplier": 1.0, "epsilon": 2.5, "delta": 1e-3}
+    write_json(layout.metrics_path(1), {"accuracy": 0.9, "loss": 0.1, "clients": 9,
+                                        "missing": [{"worker": 4, "reason": "no client model"}], "privacy": privacy})
+    assert summary_main(["--volume", str(tmp_path), "--run-id", "run-p", "--status", "Succeeded"]) == 0
+    summary = json.loads(layout.summary_path.read_text())
+    assert summary["missing_clients"] == 1 and summary["privacy"] == privacy
+    assert summary["history"][0]["clients"] == 9
+    assert "; 1 client(s) missing over the run; epsilon 2.5 at delta 0.001;" in capsys.readouterr().out
