@@ -30,6 +30,7 @@ from aggregator.record import read_round_record, write_round_record
 from aggregator.robust import combine_stacked
 from aggregator.server import ServerOptimizer, State
 from aggregator.serverstate import read_server_state, write_server_state
+from common.atomic import read_json
 from common.layout import RunLayout
 from common.modelfile import (
     open_model_file,
@@ -41,7 +42,6 @@ from common.modelfile import (
     sha256_of_file,
     write_averaged_model,
 )
-from common.atomic import read_json
 from common.runconfig import RunConfig, load_config
 from common.sampling import read_sampled_clients
 

@@ -205,7 +205,7 @@ def one_line(error: BaseException) -> str:
 
 
 def train_allowing_failures(
-    workers: WorkerPool, layout: RunLayout, config: RunConfig, round_number: int, pending: list[int]
+    workers: WorkerPool, layout: RunLayout, config: RunConfig, round_number: int, pending: list[int], start_sha256: str
 ) -> dict[int, str]:
     """Train ``pending`` clients, retrying each failed one alone (so a dying process is blamed on the client that
     killed it); returns why each client that failed every attempt failed."""
@@ -225,6 +225,9 @@ def train_allowing_failures(
         workers.restart()
     for _ in range(1, TRAINER_ATTEMPTS):
         for worker in sorted(failures):
+            if client_is_done(layout, round_number, worker, start_sha256):  # finished as a sibling broke the pool
+                del failures[worker]
+                continue
             try:
                 workers.run(f"worker {worker} of round {round_number}", train_in_pool, *arguments, worker, *settings)
                 del failures[worker]
@@ -250,7 +253,7 @@ def complete_round(
         if pending and config.min_clients is None:
             train_round(workers.get(), layout, config, round_number, pending)
         elif pending:
-            failures = train_allowing_failures(workers, layout, config, round_number, pending)
+            failures = train_allowing_failures(workers, layout, config, round_number, pending, start_sha256)
             for worker, reason in failures.items():
                 write_json(layout.client_failure_path(round_number, worker),
                            {"worker": worker, "round": round_number, "reason": f"failed {TRAINER_ATTEMPTS} times: {reason}"})
