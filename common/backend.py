@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from common.native_log import min_log_level_on_stderr
+
 DEFAULT_BACKEND = "tensorflow"
 
 
@@ -22,7 +24,8 @@ def configure_backend(num_threads: int | None = None) -> None:
     """
     backend = backend_name()
     if backend == "tensorflow":
-        import tensorflow as tf
+        with min_log_level_on_stderr():  # importing TensorFlow prints INFO lines that ignore TF_CPP_MIN_LOG_LEVEL
+            import tensorflow as tf
 
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)

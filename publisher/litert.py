@@ -20,7 +20,8 @@ import numpy as np
 from common.atomic import atomic_path
 from common.cli import ArgumentParser, user_errors
 from common.layout import models_dir, published_litert_path, published_model_path, published_versions
-from server.litert import LiteRtModel
+from common.litert import LiteRtModel
+from common.native_log import min_log_level_on_stderr
 
 # Largest difference in any probability between Keras and LiteRT that a conversion may show on the check images.
 # Measured on the 10k MNIST test images: at most ~1e-6 (tests/server/test_server_litert.py); 1e-4 leaves room
@@ -60,11 +61,13 @@ def write_litert(model_path: Path, litert_path: Path) -> float:
     """Convert the h5 model at ``model_path`` and write ``litert_path`` atomically, after checking that both give
     the same probabilities; returns the largest difference seen."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's INFO lines say nothing to an operator
-    from common.model import load_model  # imports TensorFlow
+    # Importing TensorFlow and the first LiteRT interpreter print INFO lines that ignore the setting.
+    with min_log_level_on_stderr():
+        from common.model import load_model  # imports TensorFlow
 
-    keras_model = load_model(model_path)
-    flatbuffer = to_litert(keras_model)
-    difference = max_difference(keras_model, LiteRtModel(flatbuffer), check_images())
+        keras_model = load_model(model_path)
+        flatbuffer = to_litert(keras_model)
+        difference = max_difference(keras_model, LiteRtModel(flatbuffer), check_images())
     if not difference <= TOLERANCE:
         raise ValueError(f"{model_path}: the LiteRT conversion differs from the Keras model by {difference:.2g} "
                          f"(at most {TOLERANCE:g} allowed); nothing written")

@@ -18,6 +18,10 @@ from publisher.publish import AccuracyTooLow  # noqa: E402
 from runner.run import RunOptions, TrainerDied, default_run_id, print_summary, run_pipeline  # noqa: E402
 
 
+# The width rich lays lines out in when stdout is not a terminal (it would assume 80 columns).
+UNWRAPPED_WIDTH = 10_000
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m runner",
@@ -35,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def make_console() -> Console:
+    """Rich's console on stdout; to a pipe or a file its lines stay whole (rich would break them at 80 columns)."""
+    console = Console()
+    if not console.is_terminal:
+        # Wide enough for any line; the table and the bars keep their own width (soft wrapping would too, but it
+        # drops the centring of the table's title).
+        console.width = UNWRAPPED_WIDTH
+    return console
+
+
 @user_errors("runner")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -45,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or data_path(args.volume)
     if not data.is_file():
         raise ValueError(f"{data}: MNIST not found; fetch it with: python -m dataset --out {data}")
-    console = Console()
+    console = make_console()
     options = RunOptions(volume=args.volume, data=data, parallelism=args.parallelism, min_accuracy=args.min_accuracy)
     try:
         summary = run_pipeline(config, run_id, options, console)

@@ -5,19 +5,18 @@ The runner itself never imports TensorFlow: training, the initial model and the 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from loky import ProcessPoolExecutor
 from loky.backend.context import get_context
 
 from common.layout import RunLayout
+from common.native_log import min_log_level_on_stderr
 from common.runconfig import RunConfig
 
 # Linux's prctl option that delivers a signal to a process when its parent dies.
@@ -38,20 +37,6 @@ class WorkerState:
 _worker_state: WorkerState | None = None
 
 
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Hide what native code writes to stderr meanwhile (TensorFlow's start-up notices ignore TF_CPP_MIN_LOG_LEVEL)."""
-    sys.stderr.flush()
-    saved_stderr = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-
-
 def die_with_parent(parent_pid: int) -> None:
     """Ask Linux to kill this process when the runner dies, even by ``kill -9`` (no orphans holding memory)."""
     if sys.platform != "linux":
@@ -70,7 +55,8 @@ def start_worker_process(parent_pid: int, num_threads: int, progress_queue) -> N
     # Ctrl-C goes to the whole process group; only the runner decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_native_stderr():
+    # TensorFlow's start-up INFO lines ignore the setting; warnings and errors still reach the runner's stderr.
+    with min_log_level_on_stderr():
         from common.backend import configure_backend
 
         configure_backend(num_threads)

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = {
     "MODEL_DIR": str(models_dir(Path("volume"))),
     "RELOAD_INTERVAL": 1.0,  # seconds between looks for a newer published version
-    "INFERENCE_THREADS": 1,  # threads per model call (see server/litert.py)
+    "INFERENCE_THREADS": 1,  # threads per model call (see common/litert.py)
     "MODEL_WAIT_TIMEOUT": 30.0,  # a predict that arrives while the first model loads waits this long for it
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,  # a phone photo is 2-6 MB; bigger bodies get 413 before being read
     "MAX_IMAGE_PIXELS": MAX_PIXELS,  # decompression-bomb guard: refuse headers claiming more pixels than this

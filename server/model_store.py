@@ -3,7 +3,7 @@
 Requests never touch the file system: a watcher thread looks at the models directory once per ``reload_interval``,
 loads a newer version completely (and runs it once) before swapping one reference. A request takes that reference
 once, so it is answered by one whole model, old or new, never a mixture. The server runs the ``model.tflite`` that
-the publisher wrote with the LiteRT interpreter (server/litert.py): no TensorFlow in the server. For one image that
+the publisher wrote with the LiteRT interpreter (common/litert.py): no TensorFlow in the server. For one image that
 is 0.23 ms instead of 0.84 ms with Keras's ``predict_on_batch``, and the interpreter releases the GIL while it
 computes, so a worker's other threads parse and preprocess meanwhile.
 """
@@ -22,7 +22,7 @@ import numpy as np
 from common.atomic import read_json
 from common.data import to_model_input
 from common.layout import models_dir, newest_version_dir, published_info_path, published_litert_path
-from server.litert import LiteRtModel
+from common.litert import LiteRtModel
 
 logger = logging.getLogger(__name__)
 

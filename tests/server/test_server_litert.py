@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,9 +14,9 @@ import pytest
 
 from common.data import to_model_input
 from common.layout import RunLayout, models_dir, published_litert_path, published_model_path, published_versions
-from server.litert import LiteRtModel
+from common.litert import LiteRtModel
 
-from conftest import make_app
+from conftest import REPO_ROOT, make_app
 
 
 def test_litert_predicts_what_keras_predicts_on_the_10k_test_set(trained_versions, mnist_test_set):
@@ -103,3 +105,15 @@ def test_a_version_published_without_tflite_is_not_ready_until_converted(tmp_pat
         assert client.post("/v1/models/mnist:predict", json={"instances": [[0.0] * 784]}).status_code == 200
     finally:
         app.extensions["mnist_model_store"].stop()
+
+
+def test_the_publisher_imports_nothing_from_the_server_package():
+    # The LiteRT wrapper lives in common/ (the slim server image copies it too): publishing needs no web server.
+    script = ("import sys, publisher.__main__, publisher.litert, publisher.publish; "
+              "print(sorted({name.split('.')[0] for name in sys.modules} & {'server', 'flask'}))")
+
+    finished = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.strip() == "[]"

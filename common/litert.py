@@ -1,8 +1,10 @@
 """The LiteRT (TensorFlow Lite) interpreter behind Keras's ``predict_on_batch``: what the server runs. No TensorFlow.
 
-The publisher converts each model to ``model.tflite`` once (publisher/litert.py). Loading that file takes
-milliseconds: a gunicorn worker measured 64 MiB and its server 0.5 s to a loaded model, where importing TensorFlow to
-convert the model in every worker had taken ~720 MiB per worker and many seconds (bench/README.md).
+The publisher converts each model to ``model.tflite`` once (publisher/litert.py) and the server loads it with this
+module, which lives in ``common/`` beside the model-file format: the publisher needs nothing from the server's
+package. Loading that file takes milliseconds: a gunicorn worker measured 64 MiB and its server 0.5 s to a loaded
+model, where importing TensorFlow to convert the model in every worker had taken ~720 MiB per worker and many
+seconds (bench/README.md).
 """
 
 from __future__ import annotations
