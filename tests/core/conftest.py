@@ -46,3 +46,15 @@ def tiny_mnist(tmp_path: Path) -> Path:
         y_test=(np.arange(50) % 10).astype(np.uint8),
     )
     return path
+
+
+@pytest.fixture
+def mnist_slice(tmp_path: Path, real_mnist_path: Path) -> Path:
+    """The first 6,000 training and 1,000 test images of real MNIST: a round of a few seconds that still learns."""
+    from common.data import load_mnist
+
+    mnist = load_mnist(real_mnist_path)
+    path = tmp_path / "slice.npz"
+    save_arrays(path, x_train=mnist.x_train[:6000], y_train=mnist.y_train[:6000],
+                x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
+    return path

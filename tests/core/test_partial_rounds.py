@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.faults import TrainerKiller
-from common.data import load_mnist, save_arrays
-from common.layout import RunLayout, models_dir
-
 from aggregator.record import round_facts
+from bench.faults import TrainerKiller
 from common.atomic import write_json
+from common.layout import RunLayout, models_dir
 from common.runconfig import RunConfig
 from evaluator.history import round_history
 from tests.core.fl_rounds import SHAPES, aggregate, global_weights, start_round, write_client
@@ -89,13 +87,10 @@ def test_bad_min_clients_are_refused(settings, message):
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_killed_trainer_is_retried_then_left_out_and_the_run_completes(tmp_path, real_mnist_path):
+def test_a_killed_trainer_is_retried_then_left_out_and_the_run_completes(tmp_path, mnist_slice):
     # Prepare: a 6,000-image slice, 4 workers, rounds go on with 3; worker 1's trainer is killed in round 1 on
     # every attempt (kill -9 of the process holding its TensorBoard file), round 2 is left alone.
-    mnist = load_mnist(real_mnist_path)
-    data = tmp_path / "slice.npz"
-    save_arrays(data, x_train=mnist.x_train[:6000], y_train=mnist.y_train[:6000],
-                x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
+    data = mnist_slice
     volume = tmp_path / "volume"
     layout = RunLayout(volume, "partial")
     command = [sys.executable, "-m", "runner", "--volume", str(volume), "--data", str(data), "--run-id", "partial",

@@ -9,28 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from common.data import load_mnist, save_arrays
+from bench.faults import descendants
 from common.layout import RunLayout, models_dir, published_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # What "outlives it by more than a few seconds" allows.
 SECONDS_CHILDREN_MAY_OUTLIVE_THE_RUNNER = 5.0
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, their children, ...), from /proc."""
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = {int(child) for child in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            pending.extend(children - found)
-            found |= children
-    return found
 
 
 def is_running(pid: int) -> bool:
@@ -50,12 +34,9 @@ def start_runner(volume: Path, data: Path) -> subprocess.Popen:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_runner_killed_mid_round_leaves_no_process_and_resumes(tmp_path, real_mnist_path):
+def test_runner_killed_mid_round_leaves_no_process_and_resumes(tmp_path, mnist_slice):
     # Prepare: a 6,000-image slice keeps each round to a few seconds.
-    mnist = load_mnist(real_mnist_path)
-    data = tmp_path / "slice.npz"
-    save_arrays(data, x_train=mnist.x_train[:6000], y_train=mnist.y_train[:6000],
-                x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
+    data = mnist_slice
     volume = tmp_path / "volume"
     layout = RunLayout(volume, "killed")
     runner = start_runner(volume, data)
