@@ -376,6 +376,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation,
                         help="combine clients by weighted mean, coordinate-wise median, trimmed mean, or keep the "
                         "client (krum) or clients (multi-krum) closest to the others (Blanchard et al. 2017)")
+    parser.add_argument("--trim-fraction", type=number_or_default,
+                        help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})")
     parser.add_argument("--byzantine-clients", type=whole_number_or_default,
                         help="krum/multi-krum: how many clients per round may be malicious (default 0)")
     parser.add_argument("--min-clients", type=count_or_all, default=defaults.min_clients,
@@ -393,8 +395,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="adaptive: geometric step of the clip norm per round (default 0.2)")
     parser.add_argument("--dp-clipped-count-stddev", type=number_or_default,
                         help="adaptive: noise on the count of unclipped updates (default clients per round / 20)")
-    parser.add_argument("--trim-fraction", type=number_or_default,
-                        help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})")
     parser.add_argument("--proximal-mu", type=float, default=defaults.proximal_mu,
                         help="FedProx proximal term weight on the clients (0: plain local training)")
     parser.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS, default=defaults.client_optimizer,
