@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from aggregator.fedavg import FedAvgAccumulator, check_num_examples
-from aggregator.krum import check_enough_clients, clients_to_keep, krum_scores, pairwise_squared_distances
+from aggregator.krum import (
+    check_enough_clients,
+    clients_to_keep,
+    krum_scores,
+    krum_select,
+    pairwise_squared_distances,
+)
 from aggregator.privacy import (
     clip_for_round,
     clip_update,
@@ -171,8 +177,7 @@ def krum_combination_of_clients(
                 np.stack([read_client_block(path, name, block) for path in client_paths])
             )
     scores = krum_scores(squared_distances, byzantine_clients)
-    keep = clients_to_keep(aggregation, len(client_paths), byzantine_clients)
-    kept = sorted(int(index) for index in np.argsort(scores, kind="stable")[:keep])
+    kept = krum_select(squared_distances, byzantine_clients, clients_to_keep(aggregation, len(client_paths), byzantine_clients))
     combined: dict[str, np.ndarray] = {}
     for index in kept:
         with open_model_file(client_paths[index]) as handle:

@@ -183,7 +183,9 @@ class RunConfig:
         if self.dp_clip is None:
             given = [flag_name(name) for name in dp_settings if getattr(self, name) is not None]
             if given:
-                raise ValueError(f"{', '.join(given)} need dp-clip (a clip norm or 'adaptive'): noise without clipping protects nobody")
+                raise ValueError(
+                    f"{', '.join(given)}: only with dp-clip (a clip norm or 'adaptive'): noise without clipping protects nobody"
+                )
             return
         if self.aggregation != "mean":
             raise ValueError(f"dp-clip works with mean aggregation only, not {self.aggregation} (its noise is calibrated to a mean)")
@@ -201,7 +203,7 @@ class RunConfig:
             object.__setattr__(self, "dp_clip", float(self.dp_clip))
             given = [flag_name(name) for name in DP_ADAPTIVE_SETTINGS if getattr(self, name) is not None]
             if given:
-                raise ValueError(f"{', '.join(given)} apply to dp-clip adaptive, not a fixed clip norm")
+                raise ValueError(f"{', '.join(given)}: only with dp-clip adaptive, not a fixed clip norm")
             return
         for name, default in DP_ADAPTIVE_DEFAULTS.items():
             value = check_number(name, default if getattr(self, name) is None else getattr(self, name))

@@ -139,7 +139,7 @@ def test_adaptive_clipping_carries_its_norm_from_round_to_round(tmp_path, monkey
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--dp-noise-multiplier", "1"], "dp-noise-multiplier need dp-clip"),
+    (["--dp-noise-multiplier", "1"], "dp-noise-multiplier: only with dp-clip"),
     (["--dp-clip", "0"], "dp-clip must be greater than 0 or 'adaptive', got 0.0"),
     (["--dp-clip", "-1"], "dp-clip must be greater than 0"),
     (["--dp-clip", "1", "--dp-noise-multiplier", "-0.5"], "dp-noise-multiplier must be at least 0"),
@@ -148,7 +148,7 @@ def test_adaptive_clipping_carries_its_norm_from_round_to_round(tmp_path, monkey
     (["--dp-clip", "1", "--aggregation", "krum", "--workers", "5"], "dp-clip works with mean aggregation only, not krum"),
     (["--dp-clip", "1", "--dp-delta", "0"], "dp-delta must be above 0 and below 1"),
     (["--dp-clip", "1", "--dp-delta", "1"], "dp-delta must be above 0 and below 1"),
-    (["--dp-clip", "1", "--dp-target-quantile", "0.5"], "dp-target-quantile apply to dp-clip adaptive"),
+    (["--dp-clip", "1", "--dp-target-quantile", "0.5"], "dp-target-quantile: only with dp-clip adaptive"),
     (["--dp-clip", "adaptive", "--dp-target-quantile", "1"], "dp-target-quantile must be above 0 and below 1"),
     (["--dp-clip", "adaptive", "--dp-noise-multiplier", "1"], "needs dp-clipped-count-stddev above 0.5"),
     (["--dp-clip", "nonsense"], "expected a number, 'adaptive' or 'none'"),
