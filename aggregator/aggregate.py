@@ -142,14 +142,20 @@ def weighted_mean_of_clients(client_paths: Sequence[Path], check: ClientCheck) -
     return accumulator
 
 
-def robust_combination_of_clients(
-    client_paths: Sequence[Path], check: ClientCheck, aggregation: str, trim_fraction: float | None
-) -> tuple[dict[str, np.ndarray], int]:
-    """Coordinate-wise median or trimmed mean, streaming one block of one weight across all clients at a time."""
+def checked_total_examples(client_paths: Sequence[Path], check: ClientCheck) -> int:
+    """Check every client against the round (before any block is read) and sum their examples."""
     total_examples = 0
     for path in client_paths:
         with open_model_file(path) as handle:
             total_examples += check.check_client(path, handle)
+    return total_examples
+
+
+def robust_combination_of_clients(
+    client_paths: Sequence[Path], check: ClientCheck, aggregation: str, trim_fraction: float | None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Coordinate-wise median or trimmed mean, streaming one block of one weight across all clients at a time."""
+    total_examples = checked_total_examples(client_paths, check)
     combined: dict[str, np.ndarray] = {}
     for name, shape in check.shapes.items():
         output = np.empty(shape, dtype=np.float64)
@@ -166,10 +172,7 @@ def krum_combination_of_clients(
     """Krum or Multi-Krum: pairwise distances summed one block of one weight at a time (memory: a block of every
     client plus the n x n matrix), then the equal-weight mean of the clients kept."""
     check_enough_clients(len(client_paths), byzantine_clients)
-    total_examples = 0
-    for path in client_paths:
-        with open_model_file(path) as handle:
-            total_examples += check.check_client(path, handle)
+    total_examples = checked_total_examples(client_paths, check)
     squared_distances = np.zeros((len(client_paths), len(client_paths)))
     for name, shape in check.shapes.items():
         for block in row_blocks(shape, len(client_paths)):
@@ -177,7 +180,7 @@ def krum_combination_of_clients(
                 np.stack([read_client_block(path, name, block) for path in client_paths])
             )
     scores = krum_scores(squared_distances, byzantine_clients)
-    kept = krum_select(squared_distances, byzantine_clients, clients_to_keep(aggregation, len(client_paths), byzantine_clients))
+    kept = krum_select(scores, clients_to_keep(aggregation, len(client_paths), byzantine_clients))
     combined: dict[str, np.ndarray] = {}
     for index in kept:
         with open_model_file(client_paths[index]) as handle:
@@ -246,8 +249,8 @@ def row_blocks(shape: tuple[int, ...], num_clients: int) -> list:
 
 
 def finished_clients(layout: RunLayout, round_number: int, workers: Sequence[int], min_clients: int) -> list[int]:
-    """The round's sampled workers whose client file exists, if at least ``min_clients`` of them; a file from a
-    worker that was not sampled, or too few clients, is a ValueError naming them."""
+    """The round's sampled workers whose client file exists, if at least ``min_clients`` of them (0: any number);
+    a file from a worker that was not sampled, or too few clients, is a ValueError naming them."""
     round_dir = layout.round_dir(round_number)
     found = set()
     if round_dir.is_dir():
@@ -284,20 +287,19 @@ def missing_reasons(layout: RunLayout, round_number: int, missing: Sequence[int]
     return reasons
 
 
-def clients_of_round(layout: RunLayout, config: RunConfig, round_number: int) -> tuple[list[int], dict | None]:
+def clients_of_round(
+    layout: RunLayout, config: RunConfig, round_number: int, sampled: Sequence[int]
+) -> tuple[list[int], dict | None]:
     """The workers the round combines, and its record if an earlier attempt wrote one (then its clients, always)."""
     record_path = layout.round_record_path(round_number)
-    workers = workers_of_round(layout, config, round_number)
-    finished = finished_clients(layout, round_number, workers, 0)  # refuses files of workers not sampled
-    if record_path.is_file():
-        record = read_round_record(record_path, layout.run_id, round_number)
-        absent = [worker for worker in record["clients"] if not layout.client_model_path(round_number, worker).is_file()]
-        if absent or not set(record["clients"]) <= set(workers):
-            raise ValueError(f"{record_path}: lists clients {record['clients']}, but the files of {absent} are gone")
-        return record["clients"], record
-    if len(finished) < config.min_clients_each_round:
-        finished_clients(layout, round_number, workers, config.min_clients_each_round)  # raises, naming the missing
-    return finished, None
+    if not record_path.is_file():
+        return finished_clients(layout, round_number, sampled, config.min_clients_each_round), None
+    finished_clients(layout, round_number, sampled, 0)  # still refuses the file of a worker not sampled
+    record = read_round_record(record_path, layout.run_id, round_number)
+    absent = [worker for worker in record["clients"] if not layout.client_model_path(round_number, worker).is_file()]
+    if absent or not set(record["clients"]) <= set(sampled):
+        raise ValueError(f"{record_path}: lists clients {record['clients']}, but the files of {absent} are gone")
+    return record["clients"], record
 
 
 def run_config(layout: RunLayout, expect: int) -> RunConfig:
@@ -351,11 +353,13 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
         raise ValueError(f"{start_model}: the round's starting model is missing")
     check = ClientCheck.from_start_model(start_model, layout.run_id, round_number)
     sampled = workers_of_round(layout, config, round_number)
-    clients, earlier_record = clients_of_round(layout, config, round_number)
+    clients, earlier_record = clients_of_round(layout, config, round_number, sampled)
     client_paths = [layout.client_model_path(round_number, worker) for worker in clients]
     optimizer = ServerOptimizer.from_config(config)
-    with open_model_file(start_model) as handle:
-        start_weights = {name: np.asarray(array, dtype=np.float64) for name, array in read_weights(handle).items()}
+    start_weights: dict[str, np.ndarray] = {}
+    if config.dp_clip is not None or optimizer.strategy != "fedavg":  # plain FedAvg never looks at them
+        with open_model_file(start_model) as handle:
+            start_weights = {name: np.asarray(array, dtype=np.float64) for name, array in read_weights(handle).items()}
     missing = [worker for worker in sampled if worker not in clients]
     record: dict[str, Any] = {
         "run_id": layout.run_id,

@@ -37,9 +37,8 @@ def krum_scores(squared_distances: np.ndarray, byzantine_clients: int) -> np.nda
     return np.sort(to_others, axis=1)[:, :neighbours].sum(axis=1)
 
 
-def krum_select(squared_distances: np.ndarray, byzantine_clients: int, keep: int) -> list[int]:
+def krum_select(scores: np.ndarray, keep: int) -> list[int]:
     """The ``keep`` clients with the lowest Krum scores (ties to the lower index), in index order."""
-    scores = krum_scores(squared_distances, byzantine_clients)
     if not 1 <= keep <= len(scores):
         raise ValueError(f"krum keeps between 1 and {len(scores)} clients, got {keep}")
     return sorted(int(index) for index in np.argsort(scores, kind="stable")[:keep])

@@ -312,44 +312,29 @@ def load_config(path: Path) -> RunConfig:
         raise ValueError(f"{path}: {error}") from None
 
 
-def count_or_all(text: str) -> int | None:
-    """A flag value that is a whole number, or ``all`` (None): the Argo workflow passes every flag as text."""
-    if text == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
+def word_or_value(parse, words: dict[str, object], expected: str):
+    """A flag type: one of ``words`` (what each stands for), or ``parse(text)``; the Argo workflow passes every
+    flag as text, so a default must be spellable too."""
+
+    def parse_flag(text: str):
+        if text in words:
+            return words[text]
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return parse_flag
 
 
-def number_or_default(text: str) -> float | None:
-    """A flag value that is a number, or ``default`` (None: the strategy's own default)."""
-    if text == "default":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'default', got {text!r}") from None
-
-
-def clip_norm(text: str) -> float | str | None:
-    """A ``--dp-clip`` value: a number, ``adaptive``, or ``none`` (no differential privacy)."""
-    if text in ("none", "adaptive"):
-        return None if text == "none" else text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, 'adaptive' or 'none', got {text!r}") from None
-
-
-def whole_number_or_default(text: str) -> int | None:
-    """A flag value that is a whole number, or ``default`` (None)."""
-    if text == "default":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'default', got {text!r}") from None
+# A whole number, or all (None).
+count_or_all = word_or_value(int, {"all": None}, "a whole number or 'all'")
+# A number, or default (None: the setting's own default).
+number_or_default = word_or_value(float, {"default": None}, "a number or 'default'")
+# A whole number, or default (None).
+whole_number_or_default = word_or_value(int, {"default": None}, "a whole number or 'default'")
+# A --dp-clip value: a clip norm, adaptive, or none (no differential privacy).
+clip_norm = word_or_value(float, {"none": None, "adaptive": "adaptive"}, "a number, 'adaptive' or 'none'")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

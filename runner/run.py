@@ -38,6 +38,7 @@ class TrainerDied(RuntimeError):
 
 # With partial rounds, how often a client is tried in one go of the runner before it counts as missing.
 TRAINER_ATTEMPTS = 2
+TRAINER_PROCESS_DIED = "its trainer process died (killed, or out of memory)"
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def train_allowing_failures(
         try:
             future.result()
         except BrokenProcessPool:
-            failures[worker] = "its trainer process died (killed, or out of memory)"
+            failures[worker] = TRAINER_PROCESS_DIED
         except Exception as error:  # the client's own failure (a corrupt shard, ...), not the runner's
             failures[worker] = one_line(error)
     if any(isinstance(future.exception(), BrokenProcessPool) for future in futures.values()):
@@ -233,7 +234,7 @@ def train_allowing_failures(
                 del failures[worker]
             except TrainerDied:
                 workers.restart()
-                failures[worker] = "its trainer process died (killed, or out of memory)"
+                failures[worker] = TRAINER_PROCESS_DIED
             except Exception as error:
                 failures[worker] = one_line(error)
     return failures
