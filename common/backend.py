@@ -63,3 +63,16 @@ def device_names() -> list[str]:
 
         return [f"cuda:{index} ({torch.cuda.get_device_name(index)})" for index in range(torch.cuda.device_count())] or ["cpu"]
     return ["cpu"]
+
+
+def start_backend(num_threads: int | None = None) -> None:
+    """Configure the backend and run its first operation now, its start-up notices held below TF_CPP_MIN_LOG_LEVEL.
+
+    For long-lived processes (the runner's workers, trainer.serve, the coordinator): they pay this once.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with min_log_level_on_stderr():
+        configure_backend(num_threads)
+        import keras
+
+        keras.ops.zeros(1)  # the backend's start-up notices come with its first operation

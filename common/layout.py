@@ -10,10 +10,12 @@
         rounds/round-001/clients.json         the workers sampled to train this round (when sampling)
         rounds/round-001/client-000.h5 ...    each worker's model after local training
         rounds/round-001/server-state.h5      the server optimizer's state after this round (fedavgm/fedadagrad/fedadam/fedyogi)
-        rounds/round-001/failed-003.json      why a client did not finish (the local runner, after its retries)
+        rounds/round-001/attempts-003.json    how often a trainer started this client (a process that dies is blamed)
+        rounds/round-001/failed-003.json      why a client did not finish (after its trainer's retries)
         rounds/round-001/aggregate.json       which clients the global model combines, who was missing, and DP
         rounds/round-001/global.h5            their aggregate: the next round's starting model
         rounds/round-001/metrics.json         its accuracy on the 10k test set
+        stopped.json                          why the run was given up (trainers waiting for a round exit on it)
         logs/round-001/worker-000/            TensorBoard logs
       models/mnist/<version>/model.h5         published models (versions 1, 2, ...), newest served
       models/mnist/<version>/model.tflite     the same model converted to LiteRT at publish time (what the server runs)
@@ -139,6 +141,15 @@ class RunLayout:
     def client_failure_path(self, round_number: int, worker: int) -> Path:
         """Why a sampled client did not finish ``round_number`` (written once its retries are spent)."""
         return self.round_dir(round_number) / f"failed-{worker:03d}.json"
+
+    def client_attempts_path(self, round_number: int, worker: int) -> Path:
+        """How many times a trainer started ``worker`` in ``round_number`` (counted before each start)."""
+        return self.round_dir(round_number) / f"attempts-{worker:03d}.json"
+
+    @property
+    def stop_path(self) -> Path:
+        """Written when the run is given up (a bad setting, a round that cannot go on): waiting trainers exit."""
+        return self.run_dir / "stopped.json"
 
     def round_record_path(self, round_number: int) -> Path:
         """What the aggregator did in ``round_number``: clients combined and missing, Krum's choice, DP's noise."""

@@ -16,7 +16,6 @@ from loky import ProcessPoolExecutor
 from loky.backend.context import get_context
 
 from common.layout import RunLayout
-from common.native_log import min_log_level_on_stderr
 from common.runconfig import RunConfig
 
 # Linux's prctl option that delivers a signal to a process when its parent dies.
@@ -54,15 +53,10 @@ def start_worker_process(parent_pid: int, num_threads: int, progress_queue) -> N
     die_with_parent(parent_pid)
     # Ctrl-C goes to the whole process group; only the runner decides what to do about it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # TensorFlow's start-up INFO lines ignore the setting; warnings and errors still reach the runner's stderr.
-    with min_log_level_on_stderr():
-        from common.backend import configure_backend
+    from common.backend import start_backend
 
-        configure_backend(num_threads)
-        import keras
-
-        keras.ops.zeros(1)  # the backend's start-up notices come with its first operation
+    # TensorFlow's start-up INFO lines ignore TF_CPP_MIN_LOG_LEVEL; warnings and errors still reach stderr.
+    start_backend(num_threads)
     _worker_state = WorkerState(progress_queue)
 
 

@@ -1,4 +1,7 @@
 """Command line: ``python -m trainer.init --volume V --run-id R --workers N --rounds K ... [--start-model PATH]``.
+
+The one step that takes a run's settings: it saves them as ``run.json`` (every other step reads them there),
+writes the seeded initial model and deals MNIST into one shard per worker.
 """
 
 from __future__ import annotations
@@ -8,27 +11,59 @@ import sys
 from pathlib import Path
 
 from common.cli import ArgumentParser, user_errors
-from common.layout import RunLayout
+from common.layout import RunLayout, data_path
+from common.rounds import stop_run
 from common.runconfig import add_config_arguments, config_from_arguments
+from splitter.split import write_shards
 from trainer.initial import initialize_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="python -m trainer.init", description="Save a run's configuration and its shared initial model."
+        prog="python -m trainer.init",
+        description="Save a run's configuration, its shared initial model and its shards.",
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
+    parser.add_argument("--data", type=Path, help="MNIST npz to shard (default: <volume>/data/mnist.npz)")
     add_config_arguments(parser)
     return parser
 
 
+def start_run(layout: RunLayout, config, data: Path) -> Path:
+    """run.json, the initial model and the shards; idempotent (a finished part is checked, not redone)."""
+    path = initialize_run(layout, config)
+    write_shards(layout, data, config.workers, config.split, config.alpha, config.seed)
+    return path
+
+
+def where_to_report(argv: list[str] | None) -> RunLayout | None:
+    """The run that --volume and --run-id name, if they do, whatever else is wrong with the flags."""
+    locator = argparse.ArgumentParser(add_help=False)
+    locator.add_argument("--volume", type=Path)
+    locator.add_argument("--run-id")
+    try:
+        known = locator.parse_known_args(argv)[0]
+        return RunLayout(known.volume, known.run_id) if known.volume and known.run_id else None
+    except (ValueError, SystemExit):
+        return None
+
+
 @user_errors("trainer.init")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    layout = RunLayout(args.volume, args.run_id)
-    path = initialize_run(layout, config_from_arguments(args))
-    print(f"run {layout.run_id}: initial model at {path}")
+    try:
+        args = build_parser().parse_args(argv)
+        layout = RunLayout(args.volume, args.run_id)
+        config = config_from_arguments(args)
+        path = start_run(layout, config, args.data or data_path(args.volume))
+    except (ValueError, SystemExit) as error:
+        # The run's other pods (coordinator, trainers) start beside this one and wait for its files: tell
+        # them the run will not start, so they exit now instead of at their deadline.
+        run = where_to_report(argv)
+        if run is not None and not run.global_model_path(0).is_file():  # never stop a run that had started
+            stop_run(run, f"init: {error}" if isinstance(error, ValueError) else "init: bad flags (its log says which)")
+        raise
+    print(f"run {layout.run_id}: initial model at {path}, {config.workers} shards in {layout.shards_dir}")
     return 0
 
 
