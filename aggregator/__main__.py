@@ -1,8 +1,8 @@
-"""Command line: ``python -m aggregator --volume V --run-id R --round N --expect WORKERS``.
+"""Command line: ``python -m aggregator --volume V --run-id R --round N``.
 
 The strategy (fedavg, fedavgm, fedadagrad, fedadam, fedyogi), the aggregation (mean, median, trimmed-mean, krum,
 multi-krum), the fewest clients a round may go on with and differential privacy come from the run's ``run.json``,
-so they cannot change between rounds; a run without one is plain FedAvg over every client.
+so they cannot change between rounds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from aggregator.aggregate import aggregate_round
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
+from common.runconfig import load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")
-    parser.add_argument(
-        "--expect", type=int, required=True,
-        help="the run's number of workers: the round needs a model from each, or from each worker listed in the "
-        "round's clients.json when the run samples clients (at least min-clients of them, when run.json sets it)",
-    )
     return parser
 
 
@@ -36,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
-    summary = aggregate_round(layout, args.round, args.expect)
+    if not layout.config_path.is_file():
+        raise ValueError(f"{layout.config_path}: no such run configuration; run `python -m trainer.init` first")
+    summary = aggregate_round(layout, args.round, load_config(layout.config_path).workers)
     print(
         f"round {args.round}: {summary['strategy']} on the {summary['aggregation']} of {summary['num_clients']} "
         f"clients ({summary['num_examples']} examples) into {layout.global_model_path(args.round)}"

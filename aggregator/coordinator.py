@@ -93,7 +93,10 @@ class Coordinator:
         started = time.monotonic()
         metrics = self.evaluate(layout.global_model_path(round_number))
         seconds["evaluate"] = time.monotonic() - started
-        metrics = {**metrics, **round_facts(layout, round_number), "round": round_number, "seconds": seconds}
+        metrics = {
+            **metrics, **round_facts(layout, round_number), "round": round_number, "seconds": seconds,
+            "model_sha256": sha256_of_file(layout.global_model_path(round_number)),
+        }
         write_json(metrics_path, metrics)
         return metrics
 

@@ -337,96 +337,63 @@ whole_number_or_default = word_or_value(int, {"default": None}, "a whole number 
 clip_norm = word_or_value(float, {"none": None, "adaptive": "adaptive"}, "a number, 'adaptive' or 'none'")
 
 
+# Every RunConfig field's command-line flag (--kebab-case of its name), apart from its default, which is the
+# field's own: the one place the flags are written, shared by trainer.init and the local runner.
+CONFIG_FLAGS: dict[str, dict] = {
+    "workers": dict(type=int, help="number of trainers (shards)"),
+    "rounds": dict(type=int, help="federated rounds"),
+    "epochs": dict(type=int, help="local epochs per round"),
+    "batch_size": dict(type=int, help="examples per gradient step"),
+    "split": dict(choices=SPLIT_STRATEGIES, help="how to shard the data"),
+    "alpha": dict(type=float, help="Dirichlet concentration (split=dirichlet)"),
+    "seed": dict(type=int, help="seeds the initial model, the split and training"),
+    "start_model": dict(type=Path, help="continue training this .h5 model instead of a fresh one"),
+    "model": dict(choices=MODEL_ARCHITECTURES, help="architecture of a fresh model: convnet (ours) or fedavg-cnn (McMahan et al. 2017)"),
+    "clients_per_round": dict(type=count_or_all, help="workers sampled (seeded) to train each round, or 'all' (the default)"),
+    "strategy": dict(choices=SERVER_STRATEGIES, help="server update: fedavg, fedavgm (momentum), fedadagrad, fedadam or fedyogi (Reddi et al. 2021)"),
+    "server_learning_rate": dict(type=number_or_default,
+        help="server step size, or 'default' (fedavgm 1.0, fedadagrad and fedadam 0.1, fedyogi 0.01)"),
+    "server_momentum": dict(type=number_or_default, help="fedavgm's momentum (default 0.9)"),
+    "server_beta1": dict(type=number_or_default, help="fedadagrad/fedadam/fedyogi first-moment decay (default 0, 0.9, 0.9)"),
+    "server_beta2": dict(type=number_or_default, help="fedadam/fedyogi second-moment decay (default 0.99)"),
+    "server_tau": dict(type=number_or_default, help="fedadagrad/fedadam/fedyogi adaptivity (default 1e-9, 1e-9, 1e-3)"),
+    "aggregation": dict(choices=AGGREGATIONS, help="combine clients by weighted mean, coordinate-wise median, trimmed mean, or keep the "
+        "client (krum) or clients (multi-krum) closest to the others (Blanchard et al. 2017)"),
+    "trim_fraction": dict(type=number_or_default,
+        help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})"),
+    "byzantine_clients": dict(type=whole_number_or_default,
+        help="krum/multi-krum: how many clients per round may be malicious (default 0)"),
+    "min_clients": dict(type=count_or_all, help="aggregate a round once this many of its clients finished (default 'all': every one)"),
+    "dp_clip": dict(type=clip_norm, help="differential privacy: clip each client's update to this L2 norm, or 'adaptive' "
+        "(default 'none': no DP)"),
+    "dp_noise_multiplier": dict(type=number_or_default,
+        help="with --dp-clip: Gaussian noise of this many clip norms on the sum of updates (default 0)"),
+    "dp_delta": dict(type=number_or_default, help="the delta epsilon is reported at (default 1/workers)"),
+    "dp_initial_clip": dict(type=number_or_default, help="adaptive: round 1's clip norm (default 0.1)"),
+    "dp_target_quantile": dict(type=number_or_default,
+        help="adaptive: share of updates left unclipped (default 0.5)"),
+    "dp_clip_learning_rate": dict(type=number_or_default,
+        help="adaptive: geometric step of the clip norm per round (default 0.2)"),
+    "dp_clipped_count_stddev": dict(type=number_or_default,
+        help="adaptive: noise on the count of unclipped updates (default clients per round / 20)"),
+    "proximal_mu": dict(type=float, help="FedProx proximal term weight on the clients (0: plain local training)"),
+    "client_optimizer": dict(choices=CLIENT_OPTIMIZERS, help="the clients' optimizer: adam, or plain sgd (McMahan et al. 2017)"),
+    "learning_rate": dict(type=float, help="the clients' step size in round 1"),
+    "learning_rate_decay": dict(type=float, help="multiplies the clients' step size every round after the first (1: constant)"),
+    "learning_rate_anneal": dict(choices=LEARNING_RATE_ANNEALS, help="cosine: also anneal the clients' step size toward 0 over the run's rounds"),
+}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that make up a RunConfig, shared by this command and the local runner."""
+    """The flags that make up a RunConfig, one per field, with the field's default."""
     defaults = RunConfig()
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="number of trainers (shards)")
-    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="federated rounds")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="local epochs per round")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per gradient step")
-    parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=defaults.split, help="how to shard the data")
-    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="Dirichlet concentration (split=dirichlet)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initial model, the split and training")
-    parser.add_argument("--start-model", type=Path, help="continue training this .h5 model instead of a fresh one")
-    parser.add_argument("--model", choices=MODEL_ARCHITECTURES, default=defaults.model,
-                        help="architecture of a fresh model: convnet (ours) or fedavg-cnn (McMahan et al. 2017)")
-    parser.add_argument("--clients-per-round", type=count_or_all, default=defaults.clients_per_round,
-                        help="workers sampled (seeded) to train each round, or 'all' (the default)")
-    parser.add_argument("--strategy", choices=SERVER_STRATEGIES, default=defaults.strategy,
-                        help="server update: fedavg, fedavgm (momentum), fedadagrad, fedadam or fedyogi (Reddi et al. 2021)")
-    parser.add_argument("--server-learning-rate", type=number_or_default,
-                        help="server step size, or 'default' (fedavgm 1.0, fedadagrad and fedadam 0.1, fedyogi 0.01)")
-    parser.add_argument("--server-momentum", type=number_or_default, help="fedavgm's momentum (default 0.9)")
-    parser.add_argument("--server-beta1", type=number_or_default, help="fedadagrad/fedadam/fedyogi first-moment decay (default 0, 0.9, 0.9)")
-    parser.add_argument("--server-beta2", type=number_or_default, help="fedadam/fedyogi second-moment decay (default 0.99)")
-    parser.add_argument("--server-tau", type=number_or_default, help="fedadagrad/fedadam/fedyogi adaptivity (default 1e-9, 1e-9, 1e-3)")
-    parser.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation,
-                        help="combine clients by weighted mean, coordinate-wise median, trimmed mean, or keep the "
-                        "client (krum) or clients (multi-krum) closest to the others (Blanchard et al. 2017)")
-    parser.add_argument("--trim-fraction", type=number_or_default,
-                        help=f"trimmed-mean: share of clients cut from each end (default {DEFAULT_TRIM_FRACTION})")
-    parser.add_argument("--byzantine-clients", type=whole_number_or_default,
-                        help="krum/multi-krum: how many clients per round may be malicious (default 0)")
-    parser.add_argument("--min-clients", type=count_or_all, default=defaults.min_clients,
-                        help="aggregate a round once this many of its clients finished (default 'all': every one)")
-    parser.add_argument("--dp-clip", type=clip_norm, default=defaults.dp_clip,
-                        help="differential privacy: clip each client's update to this L2 norm, or 'adaptive' "
-                        "(default 'none': no DP)")
-    parser.add_argument("--dp-noise-multiplier", type=number_or_default,
-                        help="with --dp-clip: Gaussian noise of this many clip norms on the sum of updates (default 0)")
-    parser.add_argument("--dp-delta", type=number_or_default, help="the delta epsilon is reported at (default 1/workers)")
-    parser.add_argument("--dp-initial-clip", type=number_or_default, help="adaptive: round 1's clip norm (default 0.1)")
-    parser.add_argument("--dp-target-quantile", type=number_or_default,
-                        help="adaptive: share of updates left unclipped (default 0.5)")
-    parser.add_argument("--dp-clip-learning-rate", type=number_or_default,
-                        help="adaptive: geometric step of the clip norm per round (default 0.2)")
-    parser.add_argument("--dp-clipped-count-stddev", type=number_or_default,
-                        help="adaptive: noise on the count of unclipped updates (default clients per round / 20)")
-    parser.add_argument("--proximal-mu", type=float, default=defaults.proximal_mu,
-                        help="FedProx proximal term weight on the clients (0: plain local training)")
-    parser.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS, default=defaults.client_optimizer,
-                        help="the clients' optimizer: adam, or plain sgd (McMahan et al. 2017)")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
-                        help="the clients' step size in round 1")
-    parser.add_argument("--learning-rate-decay", type=float, default=defaults.learning_rate_decay,
-                        help="multiplies the clients' step size every round after the first (1: constant)")
-    parser.add_argument("--learning-rate-anneal", choices=LEARNING_RATE_ANNEALS, default=defaults.learning_rate_anneal,
-                        help="cosine: also anneal the clients' step size toward 0 over the run's rounds")
+    for field in fields(RunConfig):
+        parser.add_argument(f"--{flag_name(field.name)}", default=getattr(defaults, field.name), **CONFIG_FLAGS[field.name])
 
 
 def config_from_arguments(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the parsed flags describe."""
-    return RunConfig(
-        workers=args.workers,
-        rounds=args.rounds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        split=args.split,
-        alpha=args.alpha,
-        seed=args.seed,
-        start_model=str(args.start_model.resolve()) if args.start_model else None,
-        model=args.model,
-        clients_per_round=args.clients_per_round,
-        strategy=args.strategy,
-        server_learning_rate=args.server_learning_rate,
-        server_momentum=args.server_momentum,
-        server_beta1=args.server_beta1,
-        server_beta2=args.server_beta2,
-        server_tau=args.server_tau,
-        aggregation=args.aggregation,
-        trim_fraction=args.trim_fraction,
-        proximal_mu=args.proximal_mu,
-        client_optimizer=args.client_optimizer,
-        learning_rate=args.learning_rate,
-        learning_rate_decay=args.learning_rate_decay,
-        learning_rate_anneal=args.learning_rate_anneal,
-        min_clients=args.min_clients,
-        byzantine_clients=args.byzantine_clients,
-        dp_clip=args.dp_clip,
-        dp_noise_multiplier=args.dp_noise_multiplier,
-        dp_delta=args.dp_delta,
-        dp_initial_clip=args.dp_initial_clip,
-        dp_target_quantile=args.dp_target_quantile,
-        dp_clip_learning_rate=args.dp_clip_learning_rate,
-        dp_clipped_count_stddev=args.dp_clipped_count_stddev,
-    )
+    values = {field.name: getattr(args, field.name) for field in fields(RunConfig)}
+    if values["start_model"] is not None:
+        values["start_model"] = str(Path(values["start_model"]).resolve())
+    return RunConfig(**values)

@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 from aggregator.record import round_facts
-from common.atomic import write_json, write_text
+from common.atomic import read_json, write_json, write_text
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path, models_dir, newest_version_dir, published_model_path
 from evaluator.evaluate import evaluate
-from evaluator.history import round_history
+from common.history import final_round, round_history
+from common.modelfile import sha256_of_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--volume", type=Path, help="the shared volume; alone, evaluates the newest published model")
     parser.add_argument("--run-id", help="with --round: evaluate that run's round")
     parser.add_argument("--round", type=int, help="with --run-id: evaluate the global model of this round")
+    parser.add_argument("--last-round", action="store_true", help="with --run-id: the run's final round (run.json)")
     parser.add_argument("--model", type=Path, help="evaluate this .h5 file instead")
     parser.add_argument("--data", type=Path, help="MNIST npz (default: <volume>/data/mnist.npz)")
     parser.add_argument("--output", type=Path, help="write metrics JSON here (default for a round: its metrics.json)")
@@ -62,9 +64,23 @@ def resolve_model_and_output(args: argparse.Namespace) -> tuple[Path, Path | Non
     return published_model_path(version_dir), args.output
 
 
+def recorded_metrics(model_path: Path, metrics_path: Path | None) -> dict | None:
+    """A round's metrics.json if it is the accuracy test of exactly this model file (the coordinator wrote it)."""
+    if metrics_path is None or not metrics_path.is_file() or not model_path.is_file():
+        return None
+    metrics = read_json(metrics_path)
+    if not isinstance(metrics, dict) or metrics.get("model_sha256") != sha256_of_file(model_path):
+        return None
+    return metrics
+
+
 @user_errors("evaluator")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.last_round:
+        if args.round is not None or args.run_id is None or args.volume is None:
+            raise ValueError("--last-round needs --volume and --run-id, and no --round")
+        args.round = final_round(RunLayout(args.volume, args.run_id))
     if args.min_accuracy is not None and not 0.0 <= args.min_accuracy <= 1.0:
         raise ValueError(f"--min-accuracy must be between 0 and 1, got {args.min_accuracy}")
     model_path, output_path = resolve_model_and_output(args)
@@ -73,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or (data_path(args.volume) if args.volume else None)
     if data is None:
         raise ValueError("--data is required with --model")
-    metrics = evaluate(model_path, data)
+    metrics = recorded_metrics(model_path, output_path) if args.round is not None else None
+    if metrics is None:
+        metrics = evaluate(model_path, data)
+        metrics["model_sha256"] = sha256_of_file(model_path)
     if args.round is not None:
         metrics.update(round_facts(RunLayout(args.volume, args.run_id), args.round), round=args.round)
     if output_path is not None:

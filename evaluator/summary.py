@@ -13,7 +13,7 @@ from pathlib import Path
 from common.atomic import write_json
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
-from evaluator.history import evaluated_rounds
+from common.history import evaluated_rounds
 from publisher.publish import find_published
 
 

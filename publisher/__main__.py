@@ -1,4 +1,4 @@
-"""Command line: ``python -m publisher --volume V --run-id R --round K [--min-accuracy X]``."""
+"""Command line: ``python -m publisher --volume V --run-id R --round K|--last-round [--min-accuracy X]``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from common.cli import ArgumentParser, user_errors
+from common.history import final_round
 from common.layout import RunLayout, model_version_dir
 from publisher.publish import AccuracyTooLow, publish
 
@@ -18,7 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
-    parser.add_argument("--round", type=int, required=True, help="the (final) round whose global model to publish")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--round", type=int, help="the round whose global model to publish")
+    which.add_argument("--last-round", action="store_true", help="the run's final round (run.json)")
     parser.add_argument("--min-accuracy", type=float, help="refuse (exit 1) if the round's test accuracy is below this")
     return parser
 
@@ -27,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
+    if args.last_round:
+        args.round = final_round(layout)
     try:
         version, is_new = publish(layout, args.round, args.min_accuracy)
     except AccuracyTooLow as error:

@@ -19,7 +19,7 @@ from common.layout import (
     published_versions,
 )
 from common.runconfig import load_config
-from evaluator.history import round_history
+from common.history import round_history
 from publisher.litert import write_litert
 
 

@@ -24,7 +24,8 @@ from aggregator.aggregate import aggregate_round
 from aggregator.record import round_facts
 from common.atomic import read_json, write_json
 from common.layout import RunLayout, model_version_dir
-from common.modelfile import read_file_metadata, sha256_of_file
+from common.modelfile import sha256_of_file
+from common.rounds import client_is_done
 from common.runconfig import RunConfig, save_config
 from common.sampling import clients_for_round
 from publisher.publish import publish
@@ -57,22 +58,6 @@ def default_run_id(config: RunConfig) -> str:
     # instead of resuming one made under the old default.
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.split}-w{config.workers}-r{config.rounds}-e{config.epochs}-s{config.seed}-{digest}"
-
-
-def client_is_done(layout: RunLayout, round_number: int, worker: int, start_sha256: str) -> bool:
-    """True if this client's model exists, is readable, and was trained from this round's starting model."""
-    path = layout.client_model_path(round_number, worker)
-    if not path.is_file():
-        return False
-    try:
-        metadata = read_file_metadata(path)
-    except ValueError:
-        return False
-    return (
-        metadata.get("run_id") == layout.run_id
-        and metadata.get("round") == round_number
-        and metadata.get("global_sha256") == start_sha256
-    )
 
 
 def remove_abandoned_temporaries(layout: RunLayout) -> None:

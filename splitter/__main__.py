@@ -1,4 +1,4 @@
-"""Command line: ``python -m splitter --volume V --run-id R --workers N --split iid|dirichlet|pathological``."""
+"""Command line: ``python -m splitter --volume V --run-id R [--data MNIST.npz]``: the split run.json describes."""
 
 from __future__ import annotations
 
@@ -8,21 +8,16 @@ from pathlib import Path
 
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path
-from common.runconfig import SPLIT_STRATEGIES, RunConfig
+from common.runconfig import load_config
 from splitter.split import write_shards
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = RunConfig()
     parser = ArgumentParser(
         prog="python -m splitter", description="Shard the 60k MNIST training images into one .npz per worker."
     )
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
-    parser.add_argument("--workers", type=int, required=True, help="number of shards, one per trainer")
-    parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=defaults.split, help="iid (shuffled), dirichlet (label skew) or pathological (two label-sorted shards per worker)")
-    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="Dirichlet concentration; smaller is more skewed")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="makes the split reproducible")
     parser.add_argument("--data", type=Path, help="MNIST npz (default: <volume>/data/mnist.npz)")
     return parser
 
@@ -31,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
+    if not layout.config_path.is_file():
+        raise ValueError(f"{layout.config_path}: no such run configuration; run `python -m trainer.init` first")
+    config = load_config(layout.config_path)
     manifest = write_shards(
-        layout, args.data or data_path(args.volume), args.workers, args.split, args.alpha, args.seed
+        layout, args.data or data_path(args.volume), config.workers, config.split, config.alpha, config.seed
     )
     sizes = [shard["num_examples"] for shard in manifest["shards"]]
     print(f"{manifest['split']} split into {len(sizes)} shards of {sizes} examples in {layout.shards_dir}")

@@ -1,4 +1,7 @@
-"""Command line: ``python -m trainer --volume V --run-id R --round K --worker I --epochs E --batch-size B``."""
+"""Command line: ``python -m trainer --volume V --run-id R --round K --worker I``: one client, as run.json says.
+
+The Argo workflow runs trainer.serve (every round in one process); this trains one client by hand.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,11 @@ from pathlib import Path
 from common.backend import configure_backend
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
-from common.runconfig import RunConfig
+from common.runconfig import load_config
 from trainer.train import ClientTrainer, argo_progress_writer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = RunConfig()
     parser = ArgumentParser(
         prog="python -m trainer",
         description="Train one worker's shard for one round, starting from the previous round's global model. "
@@ -24,9 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--round", type=int, required=True, help="round number, 1 or more")
     parser.add_argument("--worker", type=int, required=True, help="which shard to train, 0 .. workers-1")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="local epochs over the shard this round")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per gradient step")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="run seed; each worker and round derives its own")
     return parser
 
 
@@ -34,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
+    if not layout.config_path.is_file():
+        raise ValueError(f"{layout.config_path}: no such run configuration; run `python -m trainer.init` first")
+    config = load_config(layout.config_path)
     configure_backend()
     result = ClientTrainer().train(
-        layout, args.round, args.worker, args.epochs, args.batch_size, args.seed, progress=argo_progress_writer()
+        layout, args.round, args.worker, config.epochs, config.batch_size, config.seed, progress=argo_progress_writer()
     )
     print(
         f"round {args.round} worker {args.worker}: {result['num_examples']} examples, "

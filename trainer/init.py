@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.atomic import write_text
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path
 from common.rounds import stop_run
@@ -26,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--volume", type=Path, required=True, help="the shared volume (local directory or NFS mount)")
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--data", type=Path, help="MNIST npz to shard (default: <volume>/data/mnist.npz)")
+    parser.add_argument("--trainers", type=int, default=1,
+                        help="trainer processes the run may use (with --trainers-file); default 1")
+    parser.add_argument("--trainers-file", type=Path,
+                        help="write here how many trainers the run uses: --trainers, at most the clients per round "
+                        "(Argo reads it as the number of trainer pods)")
     add_config_arguments(parser)
     return parser
 
@@ -55,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         layout = RunLayout(args.volume, args.run_id)
         config = config_from_arguments(args)
+        if args.trainers < 1:
+            raise ValueError(f"--trainers must be at least 1, got {args.trainers}")
         path = start_run(layout, config, args.data or data_path(args.volume))
+        if args.trainers_file is not None:
+            write_text(args.trainers_file, str(min(args.trainers, config.clients_each_round)))
     except (ValueError, SystemExit) as error:
         # The run's other pods (coordinator, trainers) start beside this one and wait for its files: tell
         # them the run will not start, so they exit now instead of at their deadline.

@@ -1,9 +1,10 @@
-"""A run's accuracy per round, read from the metrics.json files the evaluator wrote: no TensorFlow."""
+"""A run's accuracy per round, read from the metrics.json files its accuracy tests wrote: no TensorFlow."""
 
 from __future__ import annotations
 
 from common.atomic import read_json
 from common.layout import RunLayout
+from common.runconfig import load_config
 
 
 def round_history(layout: RunLayout, last_round: int) -> list[dict]:
@@ -27,3 +28,10 @@ def evaluated_rounds(layout: RunLayout) -> list[dict]:
     while layout.metrics_path(last_round + 1).is_file():
         last_round += 1
     return round_history(layout, last_round)
+
+
+def final_round(layout: RunLayout) -> int:
+    """The round whose global model is the run's result: its last, as run.json says."""
+    if not layout.config_path.is_file():
+        raise ValueError(f"{layout.config_path}: no such run configuration; was the run started (trainer.init)?")
+    return load_config(layout.config_path).rounds
