@@ -9,7 +9,7 @@ import pytest
 from common.atomic import write_json
 from common.layout import RunLayout
 from evaluator.__main__ import main as evaluator_main
-from evaluator.history import evaluated_rounds, round_history
+from common.history import evaluated_rounds, round_history
 from evaluator.summary import main as summary_main
 
 

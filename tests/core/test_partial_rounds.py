@@ -13,7 +13,7 @@ from bench.faults import TrainerKiller
 from common.atomic import write_json
 from common.layout import RunLayout, models_dir
 from common.runconfig import RunConfig
-from evaluator.history import round_history
+from common.history import round_history
 from tests.core.fl_rounds import SHAPES, aggregate, global_weights, start_round, write_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
