@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,8 @@ def write_client(layout: RunLayout, round_number: int, worker: int, weights: dic
 
 
 def aggregate(layout: RunLayout, round_number: int = 1) -> int:
-    """The aggregator's command line for one round; its exit status."""
-    workers = str(json.loads(layout.config_path.read_text())["workers"])
-    return aggregator_main(["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", str(round_number), "--expect", workers])
+    """The aggregator's command line for one round (it reads the run's workers from run.json); its exit status."""
+    return aggregator_main(["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", str(round_number)])
 
 
 def global_weights(layout: RunLayout, round_number: int = 1) -> dict[str, np.ndarray]:

@@ -5,16 +5,19 @@ import numpy as np
 import pytest
 
 from aggregator.__main__ import main
+from aggregator.aggregate import aggregate_round
 from common.modelfile import sha256_of_file
 from common.layout import RunLayout
+from common.runconfig import RunConfig, save_config
 
 RUN_ID = "run-a"
 
 
 @pytest.fixture
 def round_one(tmp_path, fake_model):
-    """A run with an initial model and three valid round-1 clients of 1, 2 and 3 examples."""
+    """A run of three workers (run.json), its initial model and three valid round-1 clients of 1, 2 and 3 examples."""
     layout = RunLayout(tmp_path, RUN_ID)
+    save_config(layout.config_path, RunConfig(workers=3))
     start_weights = {"dense/kernel": np.zeros((2, 2), np.float32), "dense/bias": np.zeros(2, np.float32)}
     fake_model(layout.global_model_path(0), start_weights, {"run_id": RUN_ID, "round": 0})
     start_sha = sha256_of_file(layout.global_model_path(0))
@@ -27,8 +30,15 @@ def round_one(tmp_path, fake_model):
     return layout
 
 
-def run_aggregator(layout, expect=3, round_number=1):
-    return main(["--volume", str(layout.volume), "--run-id", layout.run_id, "--round", str(round_number), "--expect", str(expect)])
+def run_aggregator(layout, round_number=1):
+    """The aggregator's command line; the run's workers come from its run.json."""
+    return main(["--volume", str(layout.volume), "--run-id", layout.run_id, "--round", str(round_number)])
+
+
+def set_workers(layout, workers):
+    """Replace the run's run.json with one of ``workers`` workers (save_config refuses to change a run's shape)."""
+    layout.config_path.unlink()
+    save_config(layout.config_path, RunConfig(workers=workers))
 
 
 def test_writes_the_example_weighted_average(round_one):
@@ -57,7 +67,8 @@ def test_refuses_a_missing_client(round_one, capsys):
 
 
 def test_refuses_an_extra_client(round_one, capsys):
-    expect_refusal(round_one, capsys, "unexpected client models for workers [2]", expect=2)
+    set_workers(round_one, 2)
+    expect_refusal(round_one, capsys, "unexpected client models for workers [2]")
 
 
 def rewrite_attribute(path, key, value):
@@ -127,13 +138,34 @@ def test_ignores_abandoned_temporary_files(round_one):
     assert run_aggregator(round_one) == 0
 
 
-@pytest.mark.parametrize("argv_tail, message", [(["--expect", "0"], "--expect must be at least 1"), (["--round", "0"], "--round must be at least 1")])
-def test_refuses_bad_numbers(round_one, capsys, argv_tail, message):
-    argv = ["--volume", str(round_one.volume), "--run-id", RUN_ID, "--round", "1", "--expect", "3"] + argv_tail
-    assert main(argv) == 2
-    assert message in capsys.readouterr().err
+def test_refuses_round_zero(round_one, capsys):
+    assert main(["--volume", str(round_one.volume), "--run-id", RUN_ID, "--round", "0"]) == 2
+    assert "--round must be at least 1" in capsys.readouterr().err
+
+
+def test_refuses_a_run_without_run_json(round_one, capsys):
+    round_one.config_path.unlink()
+    expect_refusal(round_one, capsys, "no such run configuration")
+
+
+def test_the_expect_flag_is_gone(round_one, capsys):
+    argv = ["--volume", str(round_one.volume), "--run-id", RUN_ID, "--round", "1", "--expect", "3"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "unrecognized arguments: --expect 3" in error and error.count("\n") == 1
+    assert not round_one.global_model_path(1).exists()
+
+
+@pytest.mark.parametrize("expect, message", [(0, "must be at least 1, got 0"), (2, "has 3 workers")])
+def test_the_library_refuses_a_bad_or_mismatched_expect(round_one, expect, message):
+    # aggregate_round still takes the workers its caller expects, and refuses a run.json that disagrees.
+    with pytest.raises(ValueError, match=message):
+        aggregate_round(round_one, 1, expect)
+    assert not round_one.global_model_path(1).exists()
 
 
 def test_refuses_an_unsafe_run_id(tmp_path, capsys):
-    assert main(["--volume", str(tmp_path), "--run-id", "../escape", "--round", "1", "--expect", "1"]) == 2
+    assert main(["--volume", str(tmp_path), "--run-id", "../escape", "--round", "1"]) == 2
     assert "run id" in capsys.readouterr().err

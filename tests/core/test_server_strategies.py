@@ -40,7 +40,7 @@ def write_clients(layout, fake_model, round_number, clients):
 
 
 def aggregate(layout, round_number):
-    argv = ["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", str(round_number), "--expect", "2"]
+    argv = ["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", str(round_number)]
     assert main(argv) == 0
 
 
@@ -155,7 +155,7 @@ def ready_for_round_two(volume, fake_model, strategy) -> RunLayout:
 
 def refused_round_two(layout, capsys) -> str:
     """Aggregate round 2, expecting a one-line refusal that writes nothing; returns the message."""
-    argv = ["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", "2", "--expect", "2"]
+    argv = ["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", "2"]
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and not layout.global_model_path(2).exists()
@@ -172,7 +172,11 @@ def test_a_state_from_another_strategy_is_refused(tmp_path, fake_model, capsys):
 
 def test_a_stateless_run_refuses_a_round_that_kept_state(tmp_path, fake_model, capsys):
     layout = ready_for_round_two(tmp_path, fake_model, "fedavgm")
-    layout.config_path.unlink()  # lost run.json: the aggregator would otherwise fall back to plain FedAvg
+    # A lost run.json is refused outright: the command line no longer falls back to plain FedAvg.
+    layout.config_path.unlink()
+    assert "run.json: no such run configuration" in refused_round_two(layout, capsys)
+    # run.json rewritten as plain FedAvg behind the run's back: round 1's momentum cannot be ignored.
+    save_config(layout.config_path, RunConfig(workers=2))
     assert "kept server state, but the run uses fedavg" in refused_round_two(layout, capsys)
 
 
