@@ -1,6 +1,6 @@
 """Argo's own Workflow schema: the openAPIV3Schema of its full CRD, as the API server enforces it.
 
-The CRDs of Argo Workflows v3.7 and v4.1 (Apache-2.0) are in ../shared/argo/ beside this repository
+The Workflow CRDs of Argo Workflows v3.7 and v4.1 (Apache-2.0) are in ../shared/argo/ beside this repository
 (ARGO_CRD_DIR overrides). Their schema types what Argo's Go code parses strictly, before it substitutes a
 single parameter: a resource quantity must match the Kubernetes quantity grammar, an integer must be an
 integer. ``typed_templates`` finds what the schema alone cannot: a ``{{...}}`` in such a field, which the

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# The helper modules beside this file (argo_dryrun, k8s_manifests), whatever pytest's import mode.
+# The helper modules beside this file (argo_schema, k8s_manifests), whatever pytest's import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from k8s_manifests import (  # noqa: E402
@@ -22,11 +22,13 @@ from k8s_manifests import (  # noqa: E402
 
 @pytest.fixture(scope="session")
 def workflow() -> dict:
+    """workflows/mnist.yaml: a run of the WorkflowTemplate."""
     return load_yaml(WORKFLOW_PATH)
 
 
 @pytest.fixture(scope="session")
 def workflow_template() -> dict:
+    """workflows/mnist-template.yaml: the WorkflowTemplate mnist-federated, where the steps are."""
     return load_yaml(WORKFLOW_TEMPLATE_PATH)
 
 

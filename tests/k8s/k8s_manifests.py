@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import io
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,3 +131,41 @@ def map_path(pod_path: str, path_map: dict[str, Path]) -> Path:
         if pod_path.startswith(pod_prefix.rstrip("/") + "/") and Path(local).is_dir():
             return Path(local) / pod_path[len(pod_prefix.rstrip("/")) + 1:]
     raise AssertionError(f"{pod_path}: not a path the pod has (mounted or baked in: {sorted(path_map)})")
+
+
+# --- the WorkflowTemplate --------------------------------------------------------------------------------
+
+TAG = re.compile(r"\{\{\s*(=?)\s*(.*?)\s*\}\}")  # Argo's {{name}} and {{=expression}} tags
+WORKFLOW_PARAMETER = re.compile(r"\{\{\s*workflow\.parameters\.([\w-]+)\s*\}\}")
+
+
+def templates_by_name(manifest: dict) -> dict[str, dict]:
+    return {template["name"]: template for template in manifest["spec"]["templates"]}
+
+
+def parameter_defaults(manifest: dict) -> dict[str, str]:
+    return {parameter["name"]: parameter["value"] for parameter in manifest["spec"]["arguments"]["parameters"]}
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """``text`` with each ``{{name}}`` of ``values`` replaced, as Argo does; ``values`` maps the full tag name
+    (``workflow.parameters.gpus``, ``workflow.name``, ``item``...). A ``workflow.parameters`` tag that
+    ``values`` lacks is an error (Argo would leave it, or fail the step); other tags are left as they are."""
+
+    def replace(match: re.Match) -> str:
+        is_expression, name = match.groups()
+        if not is_expression and name in values:
+            return values[name]
+        assert not name.startswith("workflow.parameters."), f"{match.group(0)}: no such workflow parameter"
+        return match.group(0)
+
+    return TAG.sub(replace, text)
+
+
+def workflow_values(manifest: dict, workflow_name: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The global tags of a run of ``manifest`` with ``-p`` ``overrides``: its parameters and its name."""
+    defaults = parameter_defaults(manifest)
+    unknown = set(overrides or {}) - set(defaults)
+    assert not unknown, f"no workflow parameter {sorted(unknown)}"
+    values = {f"workflow.parameters.{name}": value for name, value in (defaults | (overrides or {})).items()}
+    return values | {"workflow.name": workflow_name}

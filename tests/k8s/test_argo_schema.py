@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 
 import pytest
 import yaml
 
-from argo_dryrun import WorkflowWalker
-from workflow_plan import plan_walk
 from argo_schema import ARGO_VERSIONS, quantity_pattern, schema_errors, typed_templates
-from k8s_manifests import KUSTOMIZATIONS, REPO_ROOT, WORKFLOW_PATH, WORKFLOW_TEMPLATE_PATH, WORKFLOWS_DIR, kustomize_objects, load_yaml
+from k8s_manifests import (
+    KUSTOMIZATIONS,
+    WORKFLOW_PATH,
+    WORKFLOW_TEMPLATE_PATH,
+    WORKFLOWS_DIR,
+    kustomize_objects,
+    load_yaml,
+    substitute,
+    templates_by_name,
+    workflow_values,
+)
 
-sys.path.insert(0, str(WORKFLOWS_DIR))
-from make_template import template_text  # noqa: E402
-
-OLD_WORKFLOW = REPO_ROOT / "tests" / "k8s" / "fixtures" / "batch-recursion-workflow.yaml"
-GPU_QUANTITY_ERROR = "spec/templates/5/container/resources/limits/nvidia.com/gpu: '{{workflow.parameters.gpus}}' does not match"
-# Parameter sets whose resources are checked after substitution: the defaults, CPU only, several GPUs.
-QUANTITY_PLANS = [{}, {"gpus": "0"}, {"gpus": "4", "workers": "5"}]
+# Parameter sets whose resources are checked after substitution: the defaults, CPU only with a fraction of a
+# core, several GPUs.
+QUANTITY_PARAMETERS = [{}, {"gpus": "0", "trainer-cpus": "500m"}, {"gpus": "4"}]
 
 
 @pytest.mark.parametrize("version", ARGO_VERSIONS)
@@ -31,10 +34,15 @@ def test_validates_against_argos_full_crd(path, version):
 
 
 @pytest.mark.parametrize("version", ARGO_VERSIONS)
-def test_crd_check_refuses_the_templated_gpu_quantity(version):
-    """Guards the guard: the workflow Argo refused at submit fails here, with exactly that one error."""
-    (error,) = schema_errors(load_yaml(OLD_WORKFLOW), version)
-    assert error.startswith(GPU_QUANTITY_ERROR)
+def test_crd_check_refuses_a_templated_gpu_quantity(workflow_template, version):
+    """Guards the guard: a GPU count templated into the container's limits (what Argo refused at submit
+    before podSpecPatch carried it) fails here, with exactly that one error."""
+    broken = copy.deepcopy(workflow_template)
+    index = [template["name"] for template in broken["spec"]["templates"]].index("trainer-on-gpu")
+    broken["spec"]["templates"][index]["container"]["resources"]["limits"]["nvidia.com/gpu"] = "{{workflow.parameters.gpus}}"
+    (error,) = schema_errors(broken, version)
+    assert error.startswith(f"spec/templates/{index}/container/resources/limits/nvidia.com/gpu: "
+                            "'{{workflow.parameters.gpus}}' does not match")
 
 
 @pytest.mark.parametrize("version", ARGO_VERSIONS)
@@ -44,35 +52,32 @@ def test_no_integer_or_quantity_field_holds_a_template(path, version):
     assert typed_templates(load_yaml(path), version) == []
 
 
-def test_typed_template_check_fails_on_what_the_schema_lets_through():
+def test_typed_template_check_fails_on_what_the_schema_lets_through(workflow_template):
     """A templated spec.parallelism is a string where Argo wants an integer; the memory limit is a quantity."""
-    broken = copy.deepcopy(load_yaml(WORKFLOW_PATH))
-    broken["spec"]["parallelism"] = "{{workflow.parameters.workers}}"
-    (init,) = [template for template in broken["spec"]["templates"] if template["name"] == "init"]
-    init["container"]["resources"]["limits"]["memory"] = "{{workflow.parameters.workers}}Gi"
+    broken = copy.deepcopy(workflow_template)
+    broken["spec"]["parallelism"] = "{{workflow.parameters.trainers}}"
+    templates_by_name(broken)["init"]["container"]["resources"]["limits"]["memory"] = "{{workflow.parameters.workers}}Gi"
     found = typed_templates(broken, ARGO_VERSIONS[-1])
     assert any(path.startswith("/spec/parallelism") for path in found)
     assert any("/resources/limits/memory" in path for path in found)
-
-
-def test_workflow_template_is_generated_from_the_workflow():
-    """workflows/mnist-template.yaml is exactly what workflows/make_template.py makes of workflows/mnist.yaml."""
-    expected = template_text(WORKFLOW_PATH.read_text())
-    assert WORKFLOW_TEMPLATE_PATH.read_text() == expected, "run `python workflows/make_template.py`"
-    workflow, template = load_yaml(WORKFLOW_PATH), load_yaml(WORKFLOW_TEMPLATE_PATH)
-    assert template["kind"] == "WorkflowTemplate" and template["spec"] == workflow["spec"]
 
 
 def quantities_in(resources: dict, where: str) -> list[tuple[str, str]]:
     return [(f"{where}/{kind}/{name}", value) for kind, values in resources.items() for name, value in values.items()]
 
 
-def pod_quantities(pod) -> list[tuple[str, str]]:
-    """Every quantity a workflow pod would get: its container's resources and those podSpecPatch adds."""
-    found = quantities_in(pod.container.get("resources", {}), pod.node)
-    if "podSpecPatch" in pod.template:
-        for container in yaml.safe_load(pod.template["podSpecPatch"]).get("containers", []):
-            found += quantities_in(container.get("resources", {}), f"{pod.node} podSpecPatch")
+def template_quantities(workflow_template: dict, parameters: dict[str, str]) -> list[tuple[str, str]]:
+    """Every quantity a pod of the template would get with these parameters: its container's resources and
+    those its podSpecPatch sets, after substitution."""
+    values = workflow_values(workflow_template, "mnist-federated-q7x2z", parameters)
+    found = []
+    for name, template in templates_by_name(workflow_template).items():
+        if "container" in template:
+            found += quantities_in(template["container"].get("resources", {}), name)
+        if "podSpecPatch" in template:
+            patch = yaml.safe_load(substitute(template["podSpecPatch"], values))
+            for container in patch.get("containers", []):
+                found += quantities_in(container.get("resources", {}), f"{name} podSpecPatch")
     return found
 
 
@@ -93,11 +98,17 @@ def bad_quantities(quantities: list[tuple[str, str]]) -> list[str]:
     return [f"{where}: {value!r}" for where, value in quantities if not re.fullmatch(quantity_pattern(), str(value))]
 
 
-@pytest.mark.parametrize("parameters", QUANTITY_PLANS, ids=str)
-def test_every_workflow_quantity_matches_the_grammar_after_substitution(workflow, parameters):
-    pods = plan_walk(WorkflowWalker(workflow, "mnist-federated-q7x2z", parameters))
-    quantities = [quantity for pod in pods for quantity in pod_quantities(pod)]
+@pytest.mark.parametrize("parameters", QUANTITY_PARAMETERS, ids=str)
+def test_every_workflow_quantity_matches_the_grammar_after_substitution(workflow_template, parameters):
+    quantities = template_quantities(workflow_template, parameters)
+    assert any("podSpecPatch" in where for where, _ in quantities)
     assert quantities and bad_quantities(quantities) == []
+
+
+def test_quantity_check_refuses_a_bad_parameter(workflow_template):
+    """Guards the guard: a trainer-cpus that is no quantity fails once substituted into the patch."""
+    assert bad_quantities(template_quantities(workflow_template, {"gpus": "0", "trainer-cpus": "two"})) == [
+        "trainer-on-cpu podSpecPatch/requests/cpu: 'two'"]
 
 
 def test_every_object_quantity_matches_the_grammar():

@@ -268,12 +268,12 @@ def workflow_objects(kind: str) -> list[dict]:
     return [manifest for manifest in kustomize_objects(WORKFLOWS_DIR) if manifest["kind"] == kind]
 
 
-def test_workflow_pods_run_as_a_service_account_with_the_executors_minimum(workflow):
+def test_workflow_pods_run_as_a_service_account_with_the_executors_minimum(workflow_template):
     """Argo's documented executor minimum ("Workflow RBAC", v3.4+), bound to the workflow's account, nothing more."""
     (account,) = workflow_objects("ServiceAccount")
     (role,) = workflow_objects("Role")
     (binding,) = workflow_objects("RoleBinding")
-    assert workflow["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert workflow_template["spec"]["serviceAccountName"] == account["metadata"]["name"]
     assert role["rules"] == EXECUTOR_RULES
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
@@ -282,8 +282,9 @@ def test_workflow_pods_run_as_a_service_account_with_the_executors_minimum(workf
 
 
 # Pod Security's `restricted` profile is judged by the real API server: cluster/e2e.sh enforces it on the
-# namespace mnist and runs every pod of the project there (the GPU trainer shares the CPU trainer's
-# securityContext through the &component anchor; tests/k8s/test_workflow.py checks they match).
+# namespace mnist and runs every pod of the project there. The GPU trainer, which no CPU cluster runs, shares
+# every container's securityContext through the &component anchor; tests/k8s/test_workflow.py checks each
+# container's settings and that the two trainers differ only in resources.
 
 
 def test_the_privileged_nfs_server_lives_in_its_own_namespace():

@@ -1,8 +1,15 @@
-"""workflows/mnist.yaml against Argo's typed models, and what the controller would make of it (no pods run)."""
+"""workflows/mnist-template.yaml (the WorkflowTemplate mnist-federated) and workflows/mnist.yaml (a run of it):
+Argo's typed models, the DAG's shape, what each step is given and what its module makes of it, pod security.
+
+No pods run and no controller is imitated: what Argo does with the DAG (the order, the fan-out over init's
+output, retries, exit handler) is judged by the real controller in cluster/e2e.sh. Here the YAML is read as
+Argo reads it (anchors and merge keys resolved) and each step's arguments are parsed by its own module.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import tempfile
 
@@ -10,52 +17,93 @@ import pytest
 import yaml
 from hera.workflows.models import Workflow, WorkflowTemplate
 
-from common.sampling import sample_clients
-from workflow_plan import plan_walk
-from argo_dryrun import TAG, WorkflowError, WorkflowWalker, is_true, substitute
-from k8s_manifests import IMAGE_MNIST, IMAGE_USER, POD_SCRATCH, WORKFLOWS_DIR, load_yaml, local_arguments, parse_arguments, python_module
+from common.runconfig import CONFIG_FLAGS, RunConfig, config_from_arguments, flag_name
+from k8s_manifests import (
+    IMAGE_MNIST,
+    IMAGE_USER,
+    POD_SCRATCH,
+    TAG,
+    WORKFLOW_PARAMETER,
+    WORKFLOW_TEMPLATE_PATH,
+    WORKFLOWS_DIR,
+    kustomize_files,
+    local_arguments,
+    module_parser,
+    parameter_defaults,
+    parse_arguments,
+    python_module,
+    substitute,
+    templates_by_name,
+    workflow_values,
+)
+from trainer.init import build_parser as init_parser
 
 WORKFLOW_NAME = "mnist-federated-x7k2p"  # what generateName "mnist-federated-" becomes
 MOUNT_PATH = "/mnt/volume"
-REQUIRED_PARAMETERS = {"workers", "rounds", "epochs", "batch-size", "split", "alpha", "seed", "image", "gpus",
-                       "pvc", "min-accuracy", "clients-per-round", "model", "strategy", "server-learning-rate",
-                       "server-momentum", "server-beta1", "server-beta2", "server-tau", "aggregation", "trim-fraction",
-                       "proximal-mu", "client-optimizer", "learning-rate", "learning-rate-decay",
-                       "learning-rate-anneal"}
-# Parameter sets the plan is checked with: defaults, CPU, several GPUs and workers, Dirichlet, sampled clients
-# with a server optimizer and robust aggregation, the paper's pathological split and CNN with FedProx.
-PLANS = [
-    {},
-    {"gpus": "0", "workers": "2", "rounds": "2"},
-    {"gpus": "2", "workers": "5", "rounds": "3"},
-    {"split": "dirichlet", "alpha": "0.1", "rounds": "1", "workers": "1"},
-    {"workers": "10", "clients-per-round": "3", "rounds": "3", "strategy": "fedadam", "server-learning-rate": "0.01",
-     "aggregation": "trimmed-mean", "trim-fraction": "0.34"},
-    {"workers": "100", "clients-per-round": "10", "rounds": "2", "split": "pathological", "model": "fedavg-cnn",
-     "proximal-mu": "0.01", "strategy": "fedavgm", "server-momentum": "0.9", "client-optimizer": "sgd",
-     "learning-rate": "0.05", "learning-rate-decay": "1", "learning-rate-anneal": "cosine"},
+TRAINER_TEMPLATES = ["trainer-on-gpu", "trainer-on-cpu"]
+LONG_LIVED_TEMPLATES = [*TRAINER_TEMPLATES, "coordinator"]  # run for the whole run, retried when a pod goes
+# The RunConfig fields the workflow does not offer, and why. start_model names a local .h5 file to continue
+# from; a run on Argo always starts from trainer.init's fresh seeded model.
+NOT_WORKFLOW_PARAMETERS = {"start_model"}
+RUN_SETTINGS = [field.name for field in dataclasses.fields(RunConfig) if field.name not in NOT_WORKFLOW_PARAMETERS]
+# What the steps other than init are told: where the run is, which trainer they are, how long a round waits,
+# the accuracy bar and where to leave their outputs. Everything else they read from runs/<name>/run.json.
+NOT_RUN_SETTINGS = {"--volume", "--run-id", "--data", "--trainer", "--trainers", "--round-timeout", "--last-round",
+                    "--min-accuracy", "--accuracy-file", "--history-file", "--status"}
+INIT_OWN_FLAGS = {"--volume", "--run-id", "--data", "--trainers", "--trainers-file"}
+# The DAG: each task and the tasks it waits for.
+PIPELINE = {"init": set(), "trainer-gpu": {"init"}, "trainer-cpu": {"init"}, "coordinator": {"init"},
+            "accuracy-test": {"coordinator"}, "publish": {"accuracy-test"}}
+# The values Argo gives a step's own tags in a default run (trainer 0 of 3; the exit handler after success).
+STEP_VALUES = {"inputs.parameters.trainer": "0", "inputs.parameters.trainers": "3", "workflow.status": "Succeeded"}
+# Runs far from the defaults, and the RunConfig each must give: every setting of RunConfig changed in one of them.
+SETTINGS = [
+    ({"workers": "100", "rounds": "2", "epochs": "3", "batch-size": "32", "split": "pathological", "seed": "7",
+      "model": "fedavg-cnn", "clients-per-round": "10", "strategy": "fedadam", "server-learning-rate": "0.01",
+      "server-beta1": "0.8", "server-beta2": "0.95", "server-tau": "0.001", "aggregation": "trimmed-mean",
+      "trim-fraction": "0.3", "min-clients": "8", "proximal-mu": "0.01", "client-optimizer": "sgd",
+      "learning-rate": "0.05", "learning-rate-decay": "1", "learning-rate-anneal": "cosine"},
+     RunConfig(workers=100, rounds=2, epochs=3, batch_size=32, split="pathological", seed=7, model="fedavg-cnn",
+               clients_per_round=10, strategy="fedadam", server_learning_rate=0.01, server_beta1=0.8,
+               server_beta2=0.95, server_tau=0.001, aggregation="trimmed-mean", trim_fraction=0.3, min_clients=8,
+               proximal_mu=0.01, client_optimizer="sgd", learning_rate=0.05, learning_rate_decay=1.0,
+               learning_rate_anneal="cosine")),
+    ({"workers": "10", "strategy": "fedavgm", "server-momentum": "0.5", "aggregation": "multi-krum",
+      "byzantine-clients": "2"},
+     RunConfig(workers=10, strategy="fedavgm", server_momentum=0.5, aggregation="multi-krum", byzantine_clients=2)),
+    ({"workers": "20", "split": "dirichlet", "alpha": "0.1", "dp-clip": "adaptive", "dp-noise-multiplier": "1.1",
+      "dp-delta": "1e-5", "dp-initial-clip": "0.5", "dp-target-quantile": "0.7", "dp-clip-learning-rate": "0.1",
+      "dp-clipped-count-stddev": "2"},
+     RunConfig(workers=20, split="dirichlet", alpha=0.1, dp_clip="adaptive", dp_noise_multiplier=1.1, dp_delta=1e-5,
+               dp_initial_clip=0.5, dp_target_quantile=0.7, dp_clip_learning_rate=0.1, dp_clipped_count_stddev=2.0)),
 ]
-RETRIED_TEMPLATES = ["sample", "train-on-gpu", "train-on-cpu", "aggregate", "evaluate"]
-TRAINER_TEMPLATES = ["train-on-gpu", "train-on-cpu"]
 
 
-def templates(workflow: dict) -> dict[str, dict]:
-    return {template["name"]: template for template in workflow["spec"]["templates"]}
+def container_templates(workflow_template: dict) -> dict[str, dict]:
+    return {name: template for name, template in templates_by_name(workflow_template).items() if "container" in template}
 
 
-def plan(workflow: dict, parameters: dict[str, str]):
-    """The pods the controller would start, in order, without running them."""
-    return plan_walk(WorkflowWalker(workflow, WORKFLOW_NAME, parameters))
+def pipeline_tasks(workflow_template: dict) -> dict[str, dict]:
+    pipeline = templates_by_name(workflow_template)[workflow_template["spec"]["entrypoint"]]
+    return {task["name"]: task for task in pipeline["dag"]["tasks"]}
 
 
-def pod_arguments(pod) -> tuple[str, list[str]]:
-    """The pod's module and arguments with its paths mapped (which checks that each path exists in the pod)."""
-    module, arguments = python_module(pod.container)
-    mounts = {mount["mountPath"]: "/volume-in-test" for mount in pod.container["volumeMounts"]}
+def flag_of(argument: str) -> str:
+    return argument.split("=", 1)[0]
+
+
+def step_arguments(workflow_template: dict, template: dict, parameters: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """The step's module and its arguments as its pod gets them (parameters substituted, ``-p parameters``
+    over the defaults), with the pod's paths mapped to local ones (which fails for a path the pod lacks)."""
+    module, arguments = python_module(template["container"])
+    values = workflow_values(workflow_template, WORKFLOW_NAME, parameters) | STEP_VALUES
+    arguments = [substitute(argument, values) for argument in arguments]
+    assert not any("{{" in argument for argument in arguments), arguments
+    mounts = {mount["mountPath"]: "/volume-in-test" for mount in template["container"]["volumeMounts"]}
     return module, local_arguments(arguments, {**mounts, IMAGE_MNIST: "/image/mnist.npz", POD_SCRATCH: tempfile.gettempdir()})
 
 
-# --- schema ------------------------------------------------------------------------------------------------
+# --- Argo's typed models -----------------------------------------------------------------------------------
 
 
 def dump_differences(original, round_tripped, path="") -> list[str]:
@@ -74,7 +122,7 @@ def dump_differences(original, round_tripped, path="") -> list[str]:
 
 
 def round_trip(manifest: dict) -> list[str]:
-    model = Workflow.model_validate(manifest)
+    model = {"Workflow": Workflow, "WorkflowTemplate": WorkflowTemplate}[manifest["kind"]].model_validate(manifest)
     return dump_differences(manifest, model.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
 
@@ -84,16 +132,15 @@ def test_workflow_matches_argos_typed_model_exactly(workflow):
 
 
 def test_workflow_template_matches_argos_typed_model_exactly(workflow_template):
-    assert dump_differences(workflow_template, WorkflowTemplate.model_validate(workflow_template).model_dump(
-        by_alias=True, exclude_none=True, mode="json")) == []
+    assert round_trip(workflow_template) == []
 
 
-def test_round_trip_catches_a_typo_and_a_quoted_integer(workflow):
-    broken = copy.deepcopy(workflow)
-    broken["spec"]["templates"][0]["stepz"] = []
+def test_round_trip_catches_a_typo_and_a_quoted_integer(workflow_template):
+    broken = copy.deepcopy(workflow_template)
+    templates_by_name(broken)["pipeline"]["dag"]["taskz"] = []
     broken["spec"]["activeDeadlineSeconds"] = "43200"
     differences = round_trip(broken)
-    assert any("stepz: unknown" in difference for difference in differences)
+    assert any("taskz: unknown" in difference for difference in differences)
     assert any("activeDeadlineSeconds: '43200' is read as 43200" in difference for difference in differences)
 
 
@@ -105,35 +152,213 @@ def numbers_in(value, path="") -> list[str]:
     return [path] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
 
 
-def test_numbers_are_quoted_except_where_argo_types_an_integer(workflow):
-    """Int-or-string fields (withSequence, retry limits, GPU counts...) get strings, as in Argo's examples;
-    the round trip above fails the integer-only fields if they are quoted."""
+def test_numbers_are_quoted_except_where_argo_types_an_integer(workflow_template):
+    """Int-or-string fields (retry limits, template deadlines...) get strings, as in Argo's examples; the round
+    trip above fails the integer-only fields if they are quoted."""
     integer_fields = {"activeDeadlineSeconds", "runAsUser", "runAsGroup", "secondsAfterSuccess", "secondsAfterFailure"}
-    assert [path for path in numbers_in(workflow) if path.rsplit("/", 1)[-1] not in integer_fields] == []
+    assert [path for path in numbers_in(workflow_template) if path.rsplit("/", 1)[-1] not in integer_fields] == []
 
 
-def test_workflow_is_submittable_many_times(workflow):
-    assert workflow["apiVersion"] == "argoproj.io/v1alpha1" and workflow["kind"] == "Workflow"
+# --- mnist.yaml runs the installed template ------------------------------------------------------------------
+
+
+def test_workflow_only_runs_the_installed_template(workflow, workflow_template):
+    """mnist.yaml holds no steps and no defaults of its own: `argo submit -p` overrides the template's, and
+    `kubectl apply -k workflows/` installs the template under the name mnist.yaml refers to."""
+    assert workflow["apiVersion"] == workflow_template["apiVersion"] == "argoproj.io/v1alpha1"
+    assert workflow["kind"] == "Workflow" and workflow_template["kind"] == "WorkflowTemplate"
     assert workflow["metadata"]["generateName"].endswith("-") and "name" not in workflow["metadata"]
+    assert workflow["spec"] == {"workflowTemplateRef": {"name": workflow_template["metadata"]["name"]}}
+    assert "generateName" not in workflow_template["metadata"]
+    assert WORKFLOW_TEMPLATE_PATH in kustomize_files(WORKFLOWS_DIR)
 
 
-# --- references --------------------------------------------------------------------------------------------
+# --- parameters: only init takes the run's settings ------------------------------------------------------------
 
 
-def test_parameters_are_declared_with_string_defaults(workflow):
-    parameters = {parameter["name"]: parameter for parameter in workflow["spec"]["arguments"]["parameters"]}
-    assert REQUIRED_PARAMETERS <= set(parameters)
-    assert all(isinstance(parameter["value"], str) for parameter in parameters.values())
-    assert parameters["workers"]["value"] == "3" and parameters["gpus"]["value"] == "1"
+def test_parameters_are_declared_once_with_string_defaults(workflow_template):
+    parameters = workflow_template["spec"]["arguments"]["parameters"]
+    names = [parameter["name"] for parameter in parameters]
+    assert len(names) == len(set(names))
+    for parameter in parameters:
+        assert isinstance(parameter["value"], str), parameter["name"]
+        assert parameter["value"] in parameter.get("enum", [parameter["value"]]), parameter["name"]
 
 
-def test_entrypoint_and_every_referenced_template_exist(workflow):
-    names = templates(workflow)
-    assert workflow["spec"]["entrypoint"] in names
-    referenced = {step["template"] for template in names.values() for group in template.get("steps", [])
-                  for step in group}
-    assert referenced <= set(names)
-    assert set(names) - referenced == {workflow["spec"]["entrypoint"], workflow["spec"]["onExit"]}, "a template nothing calls"
+def test_every_parameter_is_used(workflow_template):
+    """A declared parameter that no step reads would be silently ignored on `argo submit -p`."""
+    spec = {key: value for key, value in workflow_template["spec"].items() if key != "arguments"}
+    used = {match.group(1) for match in WORKFLOW_PARAMETER.finditer(yaml.safe_dump(spec))}
+    assert set(parameter_defaults(workflow_template)) - used == set()
+
+
+def test_run_config_flags_are_its_fields():
+    """The flags below are those of RunConfig's fields (common/runconfig.py builds them from CONFIG_FLAGS)."""
+    assert set(CONFIG_FLAGS) == {field.name for field in dataclasses.fields(RunConfig)}
+    assert NOT_WORKFLOW_PARAMETERS <= set(CONFIG_FLAGS)
+
+
+@pytest.mark.parametrize("setting", RUN_SETTINGS)
+def test_every_run_setting_is_a_parameter_passed_to_init_with_its_flag(workflow_template, setting):
+    """Each RunConfig field is a workflow parameter of the flag's name, passed to trainer.init as that flag."""
+    flag = flag_name(setting)
+    assert flag in parameter_defaults(workflow_template)
+    init_arguments = templates_by_name(workflow_template)["init"]["container"]["args"]
+    assert init_arguments.count(f"--{flag}={{{{workflow.parameters.{flag}}}}}") == 1
+
+
+def test_a_parameters_choices_are_its_flags(workflow_template):
+    """`argo submit` refuses a value outside a parameter's enum: the enum must be exactly the flag's choices."""
+    enums = {parameter["name"]: parameter["enum"] for parameter in workflow_template["spec"]["arguments"]["parameters"]
+             if "enum" in parameter}
+    choices = {flag_name(setting): list(CONFIG_FLAGS[setting]["choices"]) for setting in RUN_SETTINGS
+               if "choices" in CONFIG_FLAGS[setting]}
+    assert enums == choices
+
+
+def test_init_takes_the_run_settings_and_nothing_else(workflow_template):
+    init_flags = [flag_of(argument) for argument in templates_by_name(workflow_template)["init"]["container"]["args"]]
+    assert len(init_flags) == len(set(init_flags))
+    assert set(init_flags) == INIT_OWN_FLAGS | {f"--{flag_name(setting)}" for setting in RUN_SETTINGS}
+
+
+def test_init_with_the_defaults_gives_the_default_run_config(workflow_template):
+    """The template's defaults are RunConfig's: `argo submit workflows/mnist.yaml` runs the default run."""
+    module, arguments = step_arguments(workflow_template, templates_by_name(workflow_template)["init"])
+    assert module == "trainer.init"
+    parsed = init_parser().parse_args(arguments)
+    assert config_from_arguments(parsed) == RunConfig()
+    assert parsed.trainers == int(parameter_defaults(workflow_template)["trainers"])
+
+
+@pytest.mark.parametrize("parameters, config", SETTINGS, ids=[str(index) for index in range(len(SETTINGS))])
+def test_init_with_other_settings_gives_their_run_config(workflow_template, parameters, config):
+    """Every value gets through: a run with settings changed records exactly them."""
+    _, arguments = step_arguments(workflow_template, templates_by_name(workflow_template)["init"], parameters)
+    assert config_from_arguments(init_parser().parse_args(arguments)) == config
+
+
+def test_the_settings_above_change_every_run_setting():
+    changed = {field.name for _, config in SETTINGS for field in dataclasses.fields(RunConfig)
+               if getattr(config, field.name) != getattr(RunConfig(), field.name)}
+    assert changed == set(RUN_SETTINGS)
+
+
+@pytest.mark.parametrize("name", ["coordinator", *TRAINER_TEMPLATES, "accuracy-test", "publish", "summary"])
+def test_no_other_step_takes_a_run_setting(workflow_template, name):
+    """Every other step reads the settings from run.json: two sources could disagree."""
+    template = templates_by_name(workflow_template)[name]
+    assert {flag_of(argument) for argument in template["container"]["args"]} <= NOT_RUN_SETTINGS
+    settings = {flag_name(setting) for setting in RUN_SETTINGS}
+    assert not {match.group(1) for match in WORKFLOW_PARAMETER.finditer(yaml.safe_dump(template))} & settings
+
+
+# --- every step runs a module of this repository that accepts its arguments ------------------------------------
+
+
+@pytest.mark.parametrize("parameters", [{}, {"gpus": "0", "trainers": "1", "round-timeout": "60", "min-accuracy": "0.5"},
+                                        SETTINGS[0][0]], ids=["defaults", "cpu", "settings"])
+def test_every_step_is_accepted_by_its_modules_parser(workflow_template, parameters):
+    """Each pod runs `python -m <module of this repo>` with arguments that module's own build_parser() accepts,
+    every path it names is mounted or baked into the image, and every step works on runs/<workflow name>."""
+    for name, template in container_templates(workflow_template).items():
+        parsed = parse_arguments(*step_arguments(workflow_template, template, parameters))
+        assert parsed.run_id == WORKFLOW_NAME, name
+        assert str(parsed.volume) == "/volume-in-test", name
+
+
+def test_step_outputs_are_files_the_step_is_told_to_write(workflow_template):
+    """Argo reads each output parameter from a file: the step's own flag must name that file."""
+    flags = {("init", "trainers"): "--trainers-file", ("accuracy-test", "accuracy"): "--accuracy-file",
+             ("accuracy-test", "accuracy-per-round"): "--history-file"}
+    found = {(name, parameter["name"]) for name, template in container_templates(workflow_template).items()
+             for parameter in template.get("outputs", {}).get("parameters", [])}
+    assert found == set(flags)
+    for (name, output), flag in flags.items():
+        template = templates_by_name(workflow_template)[name]
+        (path,) = [parameter["valueFrom"]["path"] for parameter in template["outputs"]["parameters"]
+                   if parameter["name"] == output]
+        assert path.startswith(POD_SCRATCH + "/") and f"{flag}={path}" in template["container"]["args"], (name, output)
+
+
+def edited(workflow_template: dict, template_name: str, old: str, new: str) -> dict:
+    broken = copy.deepcopy(workflow_template)
+    args = templates_by_name(broken)[template_name]["container"]["args"]
+    index = next(position for position, argument in enumerate(args) if old in argument)
+    args[index] = args[index].replace(old, new)
+    return broken
+
+
+@pytest.mark.parametrize(
+    "template_name, old, new, message",
+    [
+        ("init", "--batch-size=", "--batchsize=", "rejects"),
+        ("trainer-on-cpu", "--trainers=", "--trainer-count=", "rejects"),
+        ("coordinator", "--round-timeout=", "--timeout=", "rejects"),
+        ("coordinator", "/opt/mnist/mnist.npz", "/opt/mnist.npz", "not a path the pod has"),
+        ("publish", "--volume=/mnt/volume", "--volume=/mnt/volumes", "not a path the pod has"),
+        ("summary", "{{workflow.status}}", "{{workflow.parameters.status}}", "no such workflow parameter"),
+    ],
+)
+def test_a_typo_in_a_flag_path_or_parameter_fails(workflow_template, template_name, old, new, message):
+    broken = edited(workflow_template, template_name, old, new)
+    with pytest.raises(AssertionError, match=message):
+        for template in container_templates(broken).values():
+            parse_arguments(*step_arguments(broken, template))
+
+
+# --- the DAG ------------------------------------------------------------------------------------------------
+
+
+def test_the_dag_runs_init_then_trainers_and_coordinator_then_the_accuracy_test_and_publish(workflow_template):
+    tasks = pipeline_tasks(workflow_template)
+    assert not any("dependencies" in task for task in tasks.values())  # one way to say it: `depends`
+    assert {name: set(re.findall(r"[\w-]+", task.get("depends", ""))) for name, task in tasks.items()} == PIPELINE
+    assert workflow_template["spec"]["entrypoint"] == "pipeline"
+    assert workflow_template["spec"]["onExit"] == "summary"
+
+
+def test_every_template_is_used_and_every_used_template_exists(workflow_template):
+    names = set(templates_by_name(workflow_template))
+    referenced = {task["template"] for task in pipeline_tasks(workflow_template).values()}
+    assert referenced <= names
+    spec = workflow_template["spec"]
+    assert names - referenced == {spec["entrypoint"], spec["onExit"]}, "a template nothing runs"
+
+
+def test_trainers_fan_out_over_inits_count_and_may_fail(workflow_template):
+    """As many trainer pods as init wrote (min(trainers, clients per round)), numbered by {{item}}; a trainer that
+    fails after its retries does not fail the run (min-clients decides, in the coordinator)."""
+    tasks = pipeline_tasks(workflow_template)
+    (count,) = [parameter for parameter in templates_by_name(workflow_template)["init"]["outputs"]["parameters"]]
+    assert count["name"] == "trainers"
+    for name, template in (("trainer-gpu", "trainer-on-gpu"), ("trainer-cpu", "trainer-on-cpu")):
+        task = tasks[name]
+        assert task["template"] == template
+        assert task["withSequence"] == {"count": "{{tasks.init.outputs.parameters.trainers}}"}, name
+        assert task["continueOn"] == {"failed": True}, name
+        assert task["arguments"]["parameters"] == [{"name": "trainer", "value": "{{item}}"},
+                                                   {"name": "trainers", "value": "{{tasks.init.outputs.parameters.trainers}}"}]
+        inputs = templates_by_name(workflow_template)[template]["inputs"]["parameters"]
+        assert [parameter["name"] for parameter in inputs] == ["trainer", "trainers"]
+    for name in set(tasks) - {"trainer-gpu", "trainer-cpu"}:
+        assert "continueOn" not in tasks[name] and "when" not in tasks[name], name
+
+
+def when_is_true(condition: str) -> bool:
+    """Argo's `when` for the comparison of two integers that the trainer tasks use."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*(==|!=|>=|<=|>|<)\s*(-?\d+)\s*", condition)
+    assert match, f"not a comparison of two integers: {condition!r}"
+    left, operator, right = int(match.group(1)), match.group(2), int(match.group(3))
+    return {"==": left == right, "!=": left != right, ">=": left >= right, "<=": left <= right,
+            ">": left > right, "<": left < right}[operator]
+
+
+@pytest.mark.parametrize("gpus, expected", [("0", "trainer-cpu"), ("1", "trainer-gpu"), ("4", "trainer-gpu")])
+def test_exactly_one_kind_of_trainer_runs(workflow_template, gpus, expected):
+    values = workflow_values(workflow_template, WORKFLOW_NAME, {"gpus": gpus})
+    tasks = pipeline_tasks(workflow_template)
+    assert [name for name in ("trainer-gpu", "trainer-cpu") if when_is_true(substitute(tasks[name]["when"], values))] == [expected]
 
 
 def names_in(text: str) -> list[str]:
@@ -158,269 +383,206 @@ def strings_in(value) -> list[str]:
     return []
 
 
-def test_every_parameter_reference_is_declared(workflow):
-    """{{inputs.parameters.x}} is an input of its template, {{workflow.parameters.x}} a workflow parameter,
-    {{item}} appears only in a step that fans out, {{steps.s.outputs.parameters.x}} names a step of an earlier
-    group (or, in the template's outputs, any step) whose template declares that output, {{outputs.parameters.x}} and {{status}} only in a template's metrics, and
-    {{workflow.status}} only in the exit handler."""
-    global_names = {f"workflow.parameters.{parameter['name']}" for parameter in workflow["spec"]["arguments"]["parameters"]}
-    global_names.add("workflow.name")
-    all_templates = templates(workflow)
+def upstream(tasks: dict[str, dict], name: str) -> set[str]:
+    """The tasks that finish before ``name`` starts (its dependencies, transitively)."""
+    direct = set(re.findall(r"[\w-]+", tasks[name].get("depends", "")))
+    return direct.union(*(upstream(tasks, task) for task in direct)) if direct else set()
+
+
+def test_every_tag_refers_to_something_declared(workflow_template):
+    """{{workflow.parameters.x}} is declared; {{inputs.parameters.x}} is an input of its template;
+    {{tasks.t.outputs.parameters.x}} names a task that finished before (or, in the DAG's outputs, any task) whose
+    template declares that output; {{item}} is only in a task that fans out; {{outputs.parameters.x}} and
+    {{status}} only in a template's metrics; {{workflow.status}} only in the exit handler."""
+    spec = workflow_template["spec"]
+    global_names = {f"workflow.parameters.{name}" for name in parameter_defaults(workflow_template)} | {"workflow.name"}
+    all_templates = templates_by_name(workflow_template)
+    tasks = pipeline_tasks(workflow_template)
+    task_outputs = {name: {f"tasks.{name}.outputs.parameters.{parameter['name']}"
+                           for parameter in all_templates[task["template"]].get("outputs", {}).get("parameters", [])}
+                    for name, task in tasks.items()}
+    for text in strings_in({key: value for key, value in spec.items() if key != "templates"}):
+        assert set(names_in(text)) <= global_names, text
     for name, template in all_templates.items():
         inputs = {f"inputs.parameters.{parameter['name']}" for parameter in template.get("inputs", {}).get("parameters", [])}
         outputs = {f"outputs.parameters.{parameter['name']}" for parameter in template.get("outputs", {}).get("parameters", [])}
-        exit_names = {"workflow.status"} if name == workflow["spec"].get("onExit") else set()
-        steps = [step for group in template.get("steps", []) for step in group]
-        step_outputs = {f"steps.{step['name']}.outputs.parameters.{parameter['name']}" for step in steps
-                        for parameter in all_templates[step["template"]].get("outputs", {}).get("parameters", [])}
-        body = {key: value for key, value in template.items() if key not in ("steps", "outputs", "metrics")}
+        exit_names = {"workflow.status"} if name == spec["onExit"] else set()
+        body = {key: value for key, value in template.items() if key not in ("dag", "outputs", "metrics")}
         for text in strings_in(body):
             assert set(names_in(text)) <= global_names | inputs | exit_names, f"template {name}: {text}"
-        for text in strings_in(template.get("outputs", {})):
-            assert set(names_in(text)) <= step_outputs, f"template {name} outputs: {text}"
         for text in strings_in(template.get("metrics", {})):
             assert set(names_in(text)) <= global_names | inputs | outputs | {"status"}, f"template {name} metrics: {text}"
-        earlier_outputs: set[str] = set()
-        for group in template.get("steps", []):
-            for step in group:
-                fans_out = any(key in step for key in ("withSequence", "withParam", "withItems"))
-                allowed = global_names | inputs | earlier_outputs | ({"item"} if fans_out else set())
-                for text in strings_in(step):
-                    assert set(names_in(text)) <= allowed, f"template {name}, step {step['name']}: {text}"
-            earlier_outputs |= {output for output in step_outputs
-                                if output.split(".")[1] in {step["name"] for step in group}}
+        if "dag" in template:
+            for text in strings_in(template.get("outputs", {})):
+                assert set(names_in(text)) <= set().union(*task_outputs.values()), f"template {name} outputs: {text}"
+            for task_name, task in tasks.items():
+                finished = set().union(*(task_outputs[before] for before in upstream(tasks, task_name)))
+                allowed = global_names | inputs | finished | ({"item"} if "withSequence" in task else set())
+                for text in strings_in(task):
+                    assert set(names_in(text)) <= allowed, f"task {task_name}: {text}"
 
 
-def test_every_pod_mounts_the_claim_of_nfs_at_one_path(workflow, claim_names):
-    (volume,) = workflow["spec"]["volumes"]
-    default_claim = substitute(volume["persistentVolumeClaim"]["claimName"],
-                               WorkflowWalker(workflow, WORKFLOW_NAME).global_scope)
-    assert default_claim in claim_names
-    for name, template in templates(workflow).items():
-        if "container" in template:
-            assert template["container"]["volumeMounts"] == [{"name": volume["name"], "mountPath": MOUNT_PATH}], name
+def test_a_tag_of_a_task_that_has_not_finished_fails(workflow_template):
+    """Guards the guard: the coordinator does not wait for the accuracy test."""
+    broken = copy.deepcopy(workflow_template)
+    coordinator = pipeline_tasks(broken)["coordinator"]
+    coordinator["arguments"] = {"parameters": [{"name": "x", "value": "{{tasks.accuracy-test.outputs.parameters.accuracy}}"}]}
+    with pytest.raises(AssertionError, match="task coordinator"):
+        test_every_tag_refers_to_something_declared(broken)
 
 
-def test_every_container_runs_the_image_with_requests(workflow):
-    for name, template in templates(workflow).items():
-        if "container" in template:
-            container = template["container"]
-            assert container["image"] == "{{workflow.parameters.image}}", name
-            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
-            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+# --- the long-lived pods ------------------------------------------------------------------------------------
 
 
-def test_pods_run_as_the_image_user(workflow):
-    security = workflow["spec"]["securityContext"]
-    assert security["runAsNonRoot"] is True and security["runAsUser"] == IMAGE_USER
-
-
-def test_run_bounds_and_cleanup(workflow):
-    """Pods and Workflow objects are cleaned up, the run and every pod have a deadline, an exit handler reports."""
-    spec = workflow["spec"]
-    assert spec["podGC"]["strategy"] in ("OnPodSuccess", "OnPodCompletion", "OnWorkflowSuccess")
-    assert spec["activeDeadlineSeconds"] > 0
-    assert int(spec["ttlStrategy"]["secondsAfterSuccess"]) > 0 and int(spec["ttlStrategy"]["secondsAfterFailure"]) > 0
-    assert spec["onExit"] in templates(workflow)
-    for name, template in templates(workflow).items():
-        if "container" in template:
-            # A hung NFS mount must not hold a node (or a GPU) until the whole run's deadline.
-            assert 0 < int(template["activeDeadlineSeconds"]) <= 3600, name
-
-
-def test_results_are_outputs_and_metrics(workflow):
-    """`argo get` shows the final accuracy and the accuracy per round; each round's accuracy is a Prometheus gauge."""
-    all_templates = templates(workflow)
-    outputs = {parameter["name"]: parameter["valueFrom"]["parameter"]
-               for parameter in all_templates[workflow["spec"]["entrypoint"]]["outputs"]["parameters"]}
-    assert outputs == {"accuracy": "{{steps.accuracy-test.outputs.parameters.accuracy}}",
-                       "accuracy-per-round": "{{steps.accuracy-test.outputs.parameters.accuracy-per-round}}"}
-    for name in ("evaluate", "accuracy-test"):
-        files = {parameter["name"]: parameter["valueFrom"]["path"] for parameter in all_templates[name]["outputs"]["parameters"]}
-        arguments = all_templates[name]["container"]["args"]
-        assert f"--accuracy-file={files['accuracy']}" in arguments, name
-        if "accuracy-per-round" in files:
-            assert f"--history-file={files['accuracy-per-round']}" in arguments
-    (gauge,) = all_templates["evaluate"]["metrics"]["prometheus"]
-    assert gauge["gauge"] == {"realtime": False, "value": "{{outputs.parameters.accuracy}}"}
-    assert {"key": "round", "value": "{{inputs.parameters.round}}"} in gauge["labels"]
-
-
-@pytest.mark.parametrize("name", RETRIED_TEMPLATES)
-def test_idempotent_steps_retry_with_backoff(workflow, name):
-    retry = templates(workflow)[name]["retryStrategy"]
-    assert int(retry["limit"]) >= 1
+@pytest.mark.parametrize("name", LONG_LIVED_TEMPLATES)
+def test_long_lived_pods_are_labelled_and_retried(workflow_template, name):
+    """A trainer or coordinator pod that is deleted or fails is retried and resumes from the volume. Argo marks a
+    deleted pod as an Error, which its default retryPolicy (OnFailure) does not retry: Always does."""
+    template = templates_by_name(workflow_template)[name]
+    component = "coordinator" if name == "coordinator" else "trainer"
+    assert template["metadata"]["labels"] == {"app.kubernetes.io/component": component}
+    retry = template["retryStrategy"]
+    assert int(retry["limit"]) >= 1 and retry["retryPolicy"] == "Always"
     assert {"duration", "factor"} <= set(retry["backoff"])
 
 
-# --- what the controller would run ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("parameters", PLANS, ids=str)
-def test_every_command_is_accepted_by_its_modules_parser(workflow, parameters):
-    """Each pod runs `python -m <module of this repo>` with arguments that module's own build_parser() accepts,
-    every path it names is mounted or baked into the image, and every step writes under runs/<workflow name>."""
-    for pod in plan(workflow, parameters):
-        module, arguments = pod_arguments(pod)
-        parsed = parse_arguments(module, arguments)
-        assert parsed.run_id == WORKFLOW_NAME, pod.node
-        assert str(parsed.volume) == "/volume-in-test", pod.node
-
-
-@pytest.mark.parametrize("parameters", PLANS, ids=str)
-def test_pipeline_order(workflow, parameters):
-    """init, split, then per round the sample, each sampled worker once, the aggregation, the evaluation; then
-    the accuracy test, publish and, as the exit handler, the summary."""
-    values = WorkflowWalker(workflow, WORKFLOW_NAME, parameters).global_scope
-    workers, rounds = int(values["workflow.parameters.workers"]), int(values["workflow.parameters.rounds"])
-    trainer = "train-on-gpu" if int(values["workflow.parameters.gpus"]) > 0 else "train-on-cpu"
-    expected = [("init", {}), ("split", {})]
-    per_round = values["workflow.parameters.clients-per-round"]
-    seed = int(values["workflow.parameters.seed"])
-    for round_number in range(1, rounds + 1):
-        clients = sample_clients(workers, None if per_round == "all" else int(per_round), seed, round_number)
-        expected += [("sample", {"round": str(round_number)})]
-        expected += [(trainer, {"round": str(round_number), "worker": str(worker)}) for worker in clients]
-        expected += [("aggregate", {"round": str(round_number)}), ("evaluate", {"round": str(round_number)})]
-    expected += [("accuracy-test", {}), ("publish", {}), ("summary", {})]
-    assert [(pod.name, pod.inputs) for pod in plan(workflow, parameters)] == expected
-
-
-@pytest.mark.parametrize("per_round, expected", [("all", list(range(7))), ("3", sample_clients(7, 3, 0, 1))])
-def test_the_sampled_workers_of_a_round_fan_out_from_one_step(workflow, per_round, expected):
-    """One withParam over the sample step's list: every trainer of a round is a sibling (no recursion per batch)."""
-    walker = WorkflowWalker(workflow, WORKFLOW_NAME, {"workers": "7", "rounds": "1", "clients-per-round": per_round})
-    plan_walk(walker)
-    groups = {}
-    for node in walker.nodes:
-        if node.type == "Retry" and node.template in TRAINER_TEMPLATES:
-            groups.setdefault(node.name.rsplit(".", 1)[0], []).append(node.inputs["worker"])
-    assert list(groups.values()) == [[str(worker) for worker in expected]]
-
-
-def test_run_configuration_reaches_trainer_init(workflow):
-    """Every parameter that shapes the run is a flag of trainer.init, so run.json records it (and a resubmitted
-    run with other values is refused)."""
-    (pod,) = [pod for pod in plan(workflow, PLANS[4]) if pod.name == "init"]
-    parsed = parse_arguments(*pod_arguments(pod))
-    assert (parsed.clients_per_round, parsed.strategy, parsed.server_learning_rate, parsed.aggregation,
-            parsed.trim_fraction, parsed.server_tau) == (3, "fedadam", 0.01, "trimmed-mean", 0.34, None)
-
-
-def test_every_run_setting_is_a_workflow_parameter(workflow):
-    """Each flag the local runner takes to shape a run reaches trainer.init from a workflow parameter of the same name."""
-    import argparse
-
-    from common.runconfig import add_config_arguments
-
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
-    flags = {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
-    init_arguments = templates(workflow)["init"]["container"]["args"]
-    passed = {argument.split("=", 1)[0] for argument in init_arguments}
-    declared = {parameter["name"] for parameter in workflow["spec"]["arguments"]["parameters"]}
-    assert flags - {"--start-model", "--help"} <= passed
-    assert {flag[2:] for flag in passed - {"--volume", "--run-id"}} <= declared
-
-
-def test_a_failed_trainer_leaves_the_decision_to_the_aggregate_step(workflow):
-    """Partial rounds on Argo: the fan-out continues past a trainer that failed its retries; the aggregator then
-    goes on with min-clients, or fails naming the missing workers."""
-    for fan_out in ("train-workers-on-gpu", "train-workers-on-cpu"):
-        ((step,),) = templates(workflow)[fan_out]["steps"]
-        assert step["continueOn"] == {"failed": True}, fan_out
-    aggregate_steps = [step for group in templates(workflow)["round"]["steps"] for step in group if step["name"] == "aggregate"]
-    assert len(aggregate_steps) == 1 and "continueOn" not in aggregate_steps[0]
-
-
-@pytest.mark.parametrize("name", TRAINER_TEMPLATES)
-def test_trainers_hold_the_semaphore_of_the_limits_config_map(workflow, name):
-    """How many trainers run at once is a semaphore whose limit lives in workflows/limits.yaml."""
-    limits = load_yaml(WORKFLOWS_DIR / "limits.yaml")
-    (semaphore,) = templates(workflow)[name]["synchronization"]["semaphores"]
-    reference = semaphore["configMapKeyRef"]
-    assert reference["name"] == limits["metadata"]["name"]
-    assert int(limits["data"][reference["key"]]) >= 1
-
-
-def pod_spec_patch(pod) -> dict:
-    return yaml.safe_load(pod.template["podSpecPatch"])
-
-
-@pytest.mark.parametrize("gpus", ["1", "2"])
-def test_gpu_trainers_request_gpus_and_tolerate_the_gpu_taint(workflow, gpus):
-    """The GPU count is patched into the pod spec, after substitution, as a quantity."""
-    trainers = [pod for pod in plan(workflow, {"gpus": gpus}) if pod.name.startswith("train-on-")]
-    for pod in trainers:
-        assert pod.name == "train-on-gpu"
-        (patched,) = pod_spec_patch(pod)["containers"]
-        assert patched == {"name": "main", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod.template["tolerations"]
-
-
-@pytest.mark.parametrize("trainer_cpus", [None, "500m"])
-def test_cpu_trainers_ask_for_no_gpu_and_trainer_cpus_cores(workflow, trainer_cpus):
-    """No GPU, no GPU toleration; the CPU request is the trainer-cpus parameter (default 2), patched in."""
-    parameters = {"gpus": "0"} | ({"trainer-cpus": trainer_cpus} if trainer_cpus else {})
-    trainers = [pod for pod in plan(workflow, parameters) if pod.name.startswith("train-on-")]
-    for pod in trainers:
-        assert pod.name == "train-on-cpu"
-        assert not any("gpu" in resource for kind in pod.container["resources"].values() for resource in kind)
-        assert "tolerations" not in pod.template
-        (patched,) = pod_spec_patch(pod)["containers"]
-        assert patched == {"name": "main", "resources": {"requests": {"cpu": trainer_cpus or "2"}}}
-        assert pod.container["resources"]["requests"]["cpu"] == "2"  # the literal the patch overrides
-
-
-def test_gpu_and_cpu_trainers_run_the_same_command(workflow):
-    gpu, cpu = templates(workflow)["train-on-gpu"], templates(workflow)["train-on-cpu"]
+def test_gpu_and_cpu_trainers_run_the_same_command(workflow_template):
+    gpu, cpu = (templates_by_name(workflow_template)[name] for name in TRAINER_TEMPLATES)
     without_resources = [{key: value for key, value in template["container"].items() if key != "resources"}
                          for template in (gpu, cpu)]
     assert without_resources[0] == without_resources[1]
-    assert gpu["inputs"] == cpu["inputs"]
+    assert python_module(gpu["container"])[0] == "trainer.serve"
+    assert (gpu["inputs"], gpu["metadata"], gpu["retryStrategy"]) == (cpu["inputs"], cpu["metadata"], cpu["retryStrategy"])
 
 
-def test_trainer_conditions_are_exclusive(workflow):
-    """For any gpus value exactly one of the two trainer fan-outs runs in a round."""
-    (train_steps,) = [group for group in templates(workflow)["round"]["steps"]
-                      if {step["name"] for step in group} == {"train-on-gpu", "train-on-cpu"}]
-    for gpus in ("0", "1", "4"):
-        scope = WorkflowWalker(workflow, WORKFLOW_NAME, {"gpus": gpus}).global_scope
-        chosen = [step["template"] for step in train_steps if is_true(substitute(step["when"], scope))]
-        assert len(chosen) == 1, (gpus, chosen)
+def pod_spec_patch(workflow_template: dict, name: str, parameters: dict[str, str]) -> dict:
+    template = templates_by_name(workflow_template)[name]
+    return yaml.safe_load(substitute(template["podSpecPatch"], workflow_values(workflow_template, WORKFLOW_NAME, parameters)))
 
 
-# --- the checks above fail on the mistakes they exist for --------------------------------------------------
+@pytest.mark.parametrize("gpus", ["1", "2"])
+def test_the_gpu_trainer_requests_gpus_and_tolerates_the_gpu_taint(workflow_template, gpus):
+    """The GPU count is patched into the pod spec, a string substituted after decoding, as a quantity."""
+    template = templates_by_name(workflow_template)["trainer-on-gpu"]
+    assert pod_spec_patch(workflow_template, "trainer-on-gpu", {"gpus": gpus}) == {
+        "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}
+    assert template["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def edited(workflow: dict, template_name: str, old: str, new: str) -> dict:
-    broken = copy.deepcopy(workflow)
-    (template,) = [template for template in broken["spec"]["templates"] if template["name"] == template_name]
-    args = template["container"]["args"]
-    index = next(position for position, argument in enumerate(args) if old in argument)
-    args[index] = args[index].replace(old, new)
-    return broken
+@pytest.mark.parametrize("trainer_cpus", [None, "500m"])
+def test_the_cpu_trainer_asks_for_trainer_cpus_cores(workflow_template, trainer_cpus):
+    """The CPU request is the trainer-cpus parameter, patched in; the literal it overrides is its default."""
+    template = templates_by_name(workflow_template)["trainer-on-cpu"]
+    parameters = {"gpus": "0"} | ({"trainer-cpus": trainer_cpus} if trainer_cpus else {})
+    default = parameter_defaults(workflow_template)["trainer-cpus"]
+    assert pod_spec_patch(workflow_template, "trainer-on-cpu", parameters) == {
+        "containers": [{"name": "main", "resources": {"requests": {"cpu": trainer_cpus or default}}}]}
+    assert template["container"]["resources"]["requests"]["cpu"] == default
 
 
-@pytest.mark.parametrize(
-    "template_name, old, new, message",
-    [
-        ("train-on-cpu", "--batch-size=", "--batchsize=", "rejects"),
-        ("aggregate", "--expect=", "--workers=", "rejects"),
-        ("split", "/opt/mnist/mnist.npz", "/opt/mnist.npz", "not a path the pod has"),
-        ("init", "--volume=/mnt/volume", "--volume=/mnt/volumes", "not a path the pod has"),
-    ],
-)
-def test_a_typo_in_a_flag_or_path_fails(workflow, template_name, old, new, message):
-    broken = edited(workflow, template_name, old, new)
-    with pytest.raises(AssertionError, match=message):
-        for pod in plan(broken, {"gpus": "0"}):
-            parse_arguments(*pod_arguments(pod))
+def test_only_the_gpu_trainer_touches_gpus(workflow_template):
+    """No other pod asks for a GPU or may land on a GPU node's taint; only the trainers patch their pod spec."""
+    for name, template in templates_by_name(workflow_template).items():
+        if name != "trainer-on-gpu":
+            assert "gpu" not in yaml.safe_dump({key: value for key, value in template.items() if key != "dag"}), name
+            assert "tolerations" not in template, name
+        if name not in TRAINER_TEMPLATES:
+            assert "podSpecPatch" not in template, name
+    assert "podSpecPatch" not in workflow_template["spec"] and "tolerations" not in workflow_template["spec"]
 
 
-def test_an_undeclared_parameter_fails(workflow):
-    broken = edited(workflow, "aggregate", "{{inputs.parameters.round}}", "{{inputs.parameters.rnd}}")
-    with pytest.raises(WorkflowError, match="inputs.parameters.rnd"):
-        plan(broken, {})
-    with pytest.raises(WorkflowError, match="no workflow parameter"):
-        plan(workflow, {"worker": "2"})
+# --- pods: image, volume, security, bounds ------------------------------------------------------------------
+
+
+def all_containers(template: dict) -> list[dict]:
+    return ([template[key] for key in ("container", "script") if key in template]
+            + template.get("initContainers", []) + template.get("sidecars", []))
+
+
+def keys_in(value) -> set[str]:
+    if isinstance(value, dict):
+        return set(value).union(*(keys_in(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(keys_in(item) for item in value))
+    return set()
+
+
+def test_no_semaphore_or_mutex_anywhere(workflow_template):
+    """The trainers and the coordinator live for the whole run: a semaphore or mutex shared by runs would let one
+    run's trainers hold every slot while its coordinator (or another run's) waits for them, a deadlock."""
+    assert not {"synchronization", "semaphore", "semaphores", "mutex", "mutexes"} & keys_in(workflow_template)
+
+
+def test_pods_run_as_the_image_user_under_runtime_default_seccomp(workflow_template):
+    security = workflow_template["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == IMAGE_USER
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_every_container_meets_pod_security_restricted(workflow_template):
+    """Pod Security `restricted` as the API server enforces it on the namespace mnist: no privilege escalation,
+    every capability dropped, and nothing in a template that would undo the pod-level settings."""
+    containers = 0
+    for name, template in templates_by_name(workflow_template).items():
+        assert "securityContext" not in template, f"{name}: a template-level securityContext replaces the workflow's"
+        for container in all_containers(template):
+            containers += 1
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert not {"privileged", "runAsUser", "runAsNonRoot", "runAsGroup", "seccompProfile"} & set(security), name
+        if "podSpecPatch" in template:
+            assert "securityContext" not in template["podSpecPatch"] and "hostPath" not in template["podSpecPatch"], name
+    assert containers == len(container_templates(workflow_template))
+
+
+def test_every_container_runs_the_image_with_requests_and_mounts_the_volume(workflow_template):
+    (volume,) = workflow_template["spec"]["volumes"]
+    for name, template in container_templates(workflow_template).items():
+        container = template["container"]
+        assert container["image"] == "{{workflow.parameters.image}}", name
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+        assert "memory" in container["resources"]["limits"], name
+        assert container["volumeMounts"] == [{"name": volume["name"], "mountPath": MOUNT_PATH}], name
+
+
+def test_the_volume_is_the_claim_of_nfs(workflow_template, claim_names):
+    (volume,) = workflow_template["spec"]["volumes"]
+    values = workflow_values(workflow_template, WORKFLOW_NAME)
+    assert substitute(volume["persistentVolumeClaim"]["claimName"], values) in claim_names
+
+
+def test_run_bounds_and_cleanup(workflow_template):
+    """Pods and Workflow objects are cleaned up, the run has a deadline, an exit handler reports; each short
+    step has its own (an image that cannot be pulled, a hung mount, fail within minutes), the long-lived pods
+    live within the run's."""
+    spec = workflow_template["spec"]
+    assert spec["podGC"]["strategy"] in ("OnPodSuccess", "OnPodCompletion", "OnWorkflowSuccess")
+    assert spec["activeDeadlineSeconds"] > 0
+    assert int(spec["ttlStrategy"]["secondsAfterSuccess"]) > 0 and int(spec["ttlStrategy"]["secondsAfterFailure"]) > 0
+    for name, template in container_templates(workflow_template).items():
+        if name in LONG_LIVED_TEMPLATES:
+            assert int(template.get("activeDeadlineSeconds", spec["activeDeadlineSeconds"])) <= spec["activeDeadlineSeconds"], name
+        else:
+            assert 0 < int(template["activeDeadlineSeconds"]) <= 3600, name
+
+
+def test_results_are_outputs_and_a_metric(workflow_template):
+    """`argo get` shows the final accuracy and the accuracy per round (a globalName puts them in the workflow's
+    outputs); the final accuracy is a Prometheus gauge."""
+    all_templates = templates_by_name(workflow_template)
+    outputs = {parameter["name"]: (parameter["globalName"], parameter["valueFrom"]["parameter"])
+               for parameter in all_templates[workflow_template["spec"]["entrypoint"]]["outputs"]["parameters"]}
+    assert outputs == {"accuracy": ("accuracy", "{{tasks.accuracy-test.outputs.parameters.accuracy}}"),
+                       "accuracy-per-round": ("accuracy-per-round",
+                                              "{{tasks.accuracy-test.outputs.parameters.accuracy-per-round}}")}
+    (gauge,) = all_templates["accuracy-test"]["metrics"]["prometheus"]
+    assert gauge["gauge"] == {"realtime": False, "value": "{{outputs.parameters.accuracy}}"}
+    assert {"key": "run", "value": "{{workflow.name}}"} in gauge["labels"]
+
+
+def test_the_exit_handler_reports_the_status(workflow_template):
+    summary = templates_by_name(workflow_template)[workflow_template["spec"]["onExit"]]
+    assert python_module(summary["container"])[0] == "evaluator.summary"
+    assert "--status={{workflow.status}}" in summary["container"]["args"]
+    assert module_parser("evaluator.summary").parse_args(["--volume=/v", "--run-id=r", "--status=Failed"]).status == "Failed"
