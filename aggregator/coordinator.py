@@ -47,7 +47,8 @@ Evaluate = Callable[[Path], dict]
 
 
 class Coordinator:
-    """Runs a run's rounds; ``evaluate`` is the accuracy test of one model file, ``watch`` is called while waiting."""
+    """Runs a run's rounds. ``evaluate``: the accuracy test of one model file; ``watch``: called while waiting (the
+    local runner looks after its trainer processes there); ``on_round_start(round, clients, pending)``: a round began."""
 
     def __init__(
         self,
@@ -57,11 +58,13 @@ class Coordinator:
         poll: float = POLL_SECONDS,
         log: Callable[[str], None] = print,
         watch: Callable[[], None] | None = None,
+        on_round_start: Callable[[int, list[int], list[int]], None] | None = None,
     ) -> None:
         if not round_timeout > 0:
             raise ValueError(f"--round-timeout must be greater than 0, got {round_timeout}")
         self.layout, self.evaluate, self.round_timeout, self.poll = layout, evaluate, round_timeout, poll
         self.log, self.watch = log, watch or (lambda: None)
+        self.on_round_start = on_round_start or (lambda round_number, clients, pending: None)
 
     def run(self, config: RunConfig, on_round: Callable[[dict], None] | None = None) -> list[dict]:
         """Every round of the run, from the first unfinished one; returns each round's metrics."""
@@ -105,6 +108,8 @@ class Coordinator:
         layout = self.layout
         start_sha256 = sha256_of_file(layout.global_model_path(round_number - 1))
         pending = set(clients)
+        self.on_round_start(round_number, clients, [worker for worker in clients if not client_is_done(
+            layout, round_number, worker, start_sha256)])
 
         def round_over() -> bool | None:
             self.watch()

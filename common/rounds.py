@@ -31,7 +31,7 @@ TRAINER_PROCESS_DIED = "its trainer process died (killed, or out of memory)"
 Value = TypeVar("Value")
 
 
-class RunStopped(RuntimeError):
+class RunStopped(ValueError):
     """The run was given up (``stopped.json``): whoever waits for it has nothing left to do."""
 
 

@@ -1,6 +1,7 @@
-"""Long-lived worker processes: each imports Keras once, keeps its compiled model, and runs any task it is given.
+"""Long-lived worker processes: each imports Keras once and keeps its compiled model for the whole run.
 
-The runner itself never imports TensorFlow: training, the initial model and the accuracy test all run here.
+The runner itself never imports TensorFlow: the trainers (trainer/serve.py, one process each, as one pod each
+on Kubernetes), the initial model and the accuracy test all run in these processes.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ WORKER_MEMORY_GROWTH_ALLOWED = 16 << 30  # bytes
 
 
 class WorkerState:
-    """What one pool process keeps between tasks: where to report progress and its ClientTrainer."""
+    """What one pool process keeps between tasks: where to report progress, and the model its accuracy tests load."""
 
     def __init__(self, progress_queue) -> None:
         self.progress_queue = progress_queue
-        self.client_trainer = None
+        self.evaluation_model = None
 
 
 # One per pool process, set by ``start_worker_process``: the pool's tasks are plain functions, and this is
@@ -68,32 +69,37 @@ def initialize_in_pool(volume: str, run_id: str, config: RunConfig) -> str:
 
 
 def evaluate_in_pool(model_path: str, data: str) -> dict:
-    """Pool task: the accuracy test of one model file, in this process's kept model if it has one."""
+    """Pool task: the accuracy test of one model file, loading its weights into this process's kept model."""
+    from common.model import load_model
     from evaluator.evaluate import evaluate
 
-    # Safe to overwrite its weights: the trainer sets its model's weights at the start of every client.
-    kept_model = _worker_state.client_trainer.model if _worker_state.client_trainer else None
-    return evaluate(Path(model_path), Path(data), kept_model)
+    state = _worker_state
+    if state.evaluation_model is None:
+        state.evaluation_model = load_model(Path(model_path))
+    return evaluate(Path(model_path), Path(data), state.evaluation_model)
 
 
-def train_in_pool(volume: str, run_id: str, round_number: int, worker: int, epochs: int, batch_size: int, seed: int) -> dict:
-    """Pool task: train one client with this process's trainer and report batch progress to the runner."""
-    from trainer.train import ClientTrainer
+def serve_in_pool(volume: str, run_id: str, trainer: int, trainers: int) -> int:
+    """Pool task for the whole run: trainer ``trainer`` of ``trainers`` (trainer/serve.py), batch progress to the runner."""
+    from trainer.serve import LongLivedTrainer
 
     state = _worker_state
-    if state.client_trainer is None:
-        state.client_trainer = ClientTrainer()
-    last_report = 0.0
 
-    def report(done: int, total: int) -> None:
-        nonlocal last_report
-        now = time.monotonic()
-        if done in (0, total) or now - last_report > 0.2:
-            state.progress_queue.put((worker, done, total))
-            last_report = now
+    def progress_of(worker: int):
+        last_report = 0.0
 
-    layout = RunLayout(Path(volume), run_id)
-    return state.client_trainer.train(layout, round_number, worker, epochs, batch_size, seed, progress=report)
+        def report(done: int, total: int) -> None:
+            nonlocal last_report
+            now = time.monotonic()
+            if done in (0, total) or now - last_report > 0.2:
+                state.progress_queue.put((worker, done, total))
+                last_report = now
+
+        return report
+
+    trainer_process = LongLivedTrainer(RunLayout(Path(volume), run_id), trainer, trainers, log=lambda line: None,
+                                       progress=progress_of)
+    return trainer_process.serve()
 
 
 def threads_per_process(parallelism: int) -> int:
@@ -110,10 +116,10 @@ def make_progress_queue():
     return get_context("loky").Queue()
 
 
-def make_worker_pool(parallelism: int, progress_queue) -> ProcessPoolExecutor:
-    """A pool of ``parallelism`` worker processes sharing the machine's cores between them."""
+def make_worker_pool(parallelism: int, progress_queue, processes: int | None = None) -> ProcessPoolExecutor:
+    """``processes`` worker processes (default ``parallelism``), each with its share of cores among ``parallelism``."""
     return ProcessPoolExecutor(
-        max_workers=parallelism,
+        max_workers=processes or parallelism,
         # loky starts fresh interpreters (never forks a process that has imported TensorFlow), notices a
         # dead worker (BrokenProcessPool), and can kill its workers through its public API.
         context=get_context("loky"),

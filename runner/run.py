@@ -11,7 +11,6 @@ import json
 import queue
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,26 +19,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aggregator.aggregate import aggregate_round
-from aggregator.record import round_facts
-from common.atomic import read_json, write_json
+from aggregator.coordinator import Coordinator, round_line
 from common.layout import RunLayout, model_version_dir
-from common.modelfile import sha256_of_file
-from common.rounds import client_is_done
 from common.runconfig import RunConfig, save_config
-from common.sampling import clients_for_round
 from publisher.publish import publish
-from runner.pool import evaluate_in_pool, initialize_in_pool, make_progress_queue, make_worker_pool, train_in_pool
+from runner.pool import evaluate_in_pool, initialize_in_pool, make_progress_queue, make_worker_pool, serve_in_pool
 from splitter.split import write_shards
 
 
 class TrainerDied(RuntimeError):
     """A trainer process ended without finishing (killed, out of memory)."""
-
-
-# With partial rounds, how often a client is tried in one go of the runner before it counts as missing.
-TRAINER_ATTEMPTS = 2
-TRAINER_PROCESS_DIED = "its trainer process died (killed, or out of memory)"
 
 
 @dataclass(frozen=True)
@@ -133,166 +122,108 @@ class LiveProgress:
         self.progress.update(self.rounds_task, completed=round_number)
 
 
-def pool_results(futures: list, what: str) -> list:
-    """The futures' results in order; raise TrainerDied if a worker process died meanwhile."""
-    wait(futures, return_when=FIRST_EXCEPTION)
-    try:
-        return [future.result() for future in futures]
-    except BrokenProcessPool:
-        raise TrainerDied(
-            f"a trainer process died during {what}; finished work is kept, run the same command again to resume"
-        ) from None
-
-
-def train_round(pool, layout: RunLayout, config: RunConfig, round_number: int, workers: list[int]) -> list[dict]:
-    """Train the given workers of a round in the pool; raise TrainerDied if a trainer process dies."""
-    futures = [
-        pool.submit(
-            train_in_pool, str(layout.volume), layout.run_id, round_number, worker,
-            config.epochs, config.batch_size, config.seed,
-        )
-        for worker in workers
-    ]
-    return pool_results(futures, f"round {round_number}")
-
-
-class WorkerPool:
-    """Starts the worker processes on first use only, so a resumed run with nothing left to do starts none."""
+class RunProcesses:
+    """The run's long-lived processes: one per trainer, each its own, so one that dies takes no other with it
+    (as one pod per trainer on Kubernetes), and one for the initial model and the rounds' accuracy tests."""
 
     def __init__(self, parallelism: int, progress_queue) -> None:
-        self.parallelism = parallelism
-        self.progress_queue = progress_queue
-        self.pool = None
+        self.parallelism, self.progress_queue = parallelism, progress_queue
+        self.helper = None  # started on first use: a resumed run with nothing left to do starts no process
+        self.trainers: dict[int, tuple] = {}  # trainer -> (its executor, its serve task)
 
-    def get(self):
-        if self.pool is None:
-            self.pool = make_worker_pool(self.parallelism, self.progress_queue)
-        return self.pool
+    def new_process(self):
+        return make_worker_pool(self.parallelism, self.progress_queue, processes=1)
 
     def run(self, what: str, function, *arguments):
-        """Run one task in a worker process and return its result."""
-        return pool_results([self.get().submit(function, *arguments)], what)[0]
+        """Run one task in the helper process and return its result."""
+        if self.helper is None:
+            self.helper = self.new_process()
+        try:
+            return self.helper.submit(function, *arguments).result()
+        except BrokenProcessPool:
+            self.helper.shutdown(wait=False, kill_workers=True)
+            self.helper = None
+            raise TrainerDied(f"the process running {what} died; finished work is kept, run the same command again to resume") from None
 
-    def restart(self) -> None:
-        """Replace a pool that lost a process: the next task starts fresh workers."""
-        self.close()
-        self.pool = None
+    def start_trainers(self, layout: RunLayout, trainers: int) -> None:
+        """Start ``trainers`` long-lived trainers on the run (trainer/serve.py); they wait for each round's files."""
+        self.layout, self.count = layout, trainers
+        for trainer in range(trainers):
+            self.start_trainer(trainer)
+
+    def start_trainer(self, trainer: int) -> None:
+        executor = self.new_process()
+        task = executor.submit(serve_in_pool, str(self.layout.volume), self.layout.run_id, trainer, self.count)
+        self.trainers[trainer] = (executor, task)
+
+    def watch(self, restart_dead: bool) -> None:
+        """Raise a trainer's error; start again a trainer whose process died, or raise TrainerDied if not ``restart_dead``."""
+        for trainer, (executor, task) in list(self.trainers.items()):
+            if not task.done() or task.exception() is None:
+                continue
+            if not isinstance(task.exception(), BrokenProcessPool):
+                raise task.exception()
+            executor.shutdown(wait=False, kill_workers=True)
+            if not restart_dead:
+                raise TrainerDied(
+                    f"trainer {trainer}'s process died; finished work is kept, run the same command again to resume"
+                )
+            # It picks up from the files: the client it was training counts one attempt (common/rounds.py), so a
+            # client that kills its process every time is left out after CLIENT_ATTEMPTS, blamed on no other.
+            self.start_trainer(trainer)
 
     def close(self) -> None:
-        """Stop the workers now: after an interrupt, a half-trained client is redone on resume anyway."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, kill_workers=True)
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-def train_allowing_failures(
-    workers: WorkerPool, layout: RunLayout, config: RunConfig, round_number: int, pending: list[int], start_sha256: str
-) -> dict[int, str]:
-    """Train ``pending`` clients, retrying each failed one alone (so a dying process is blamed on the client that
-    killed it); returns why each client that failed every attempt failed."""
-    arguments = (str(layout.volume), layout.run_id, round_number)
-    settings = (config.epochs, config.batch_size, config.seed)
-    futures = {worker: workers.get().submit(train_in_pool, *arguments, worker, *settings) for worker in pending}
-    wait(list(futures.values()))
-    failures: dict[int, str] = {}
-    for worker, future in futures.items():
-        try:
-            future.result()
-        except BrokenProcessPool:
-            failures[worker] = TRAINER_PROCESS_DIED
-        except Exception as error:  # the client's own failure (a corrupt shard, ...), not the runner's
-            failures[worker] = one_line(error)
-    if any(isinstance(future.exception(), BrokenProcessPool) for future in futures.values()):
-        workers.restart()
-    for _ in range(1, TRAINER_ATTEMPTS):
-        for worker in sorted(failures):
-            if client_is_done(layout, round_number, worker, start_sha256):  # finished as a sibling broke the pool
-                del failures[worker]
-                continue
-            try:
-                workers.run(f"worker {worker} of round {round_number}", train_in_pool, *arguments, worker, *settings)
-                del failures[worker]
-            except TrainerDied:
-                workers.restart()
-                failures[worker] = TRAINER_PROCESS_DIED
-            except Exception as error:
-                failures[worker] = one_line(error)
-    return failures
-
-
-def complete_round(
-    layout: RunLayout, config: RunConfig, round_number: int, data: Path, workers: WorkerPool, live: LiveProgress
-) -> dict:
-    """Train, aggregate and evaluate one round, skipping whatever an earlier attempt finished; returns its metrics."""
-    seconds = {"train": 0.0, "aggregate": 0.0, "evaluate": 0.0}
-    if not layout.global_model_path(round_number).is_file():
-        started = time.monotonic()
-        start_sha256 = sha256_of_file(layout.global_model_path(round_number - 1))
-        clients = clients_for_round(layout, config, round_number)  # recorded once: a resume trains the same ones
-        pending = [worker for worker in clients if not client_is_done(layout, round_number, worker, start_sha256)]
-        live.start_round(round_number, clients, pending)
-        if pending and config.min_clients is None:
-            train_round(workers.get(), layout, config, round_number, pending)
-        elif pending:
-            failures = train_allowing_failures(workers, layout, config, round_number, pending, start_sha256)
-            for worker, reason in failures.items():
-                write_json(layout.client_failure_path(round_number, worker),
-                           {"worker": worker, "round": round_number, "reason": f"failed {TRAINER_ATTEMPTS} times: {reason}"})
-        seconds["train"] = time.monotonic() - started
-        started = time.monotonic()
-        aggregate_round(layout, round_number, config.workers)
-        seconds["aggregate"] = time.monotonic() - started
-    started = time.monotonic()
-    model_path = layout.global_model_path(round_number)
-    metrics = workers.run(f"the accuracy test of round {round_number}", evaluate_in_pool, str(model_path), str(data))
-    seconds["evaluate"] = time.monotonic() - started
-    metrics = {**metrics, **round_facts(layout, round_number), "round": round_number, "seconds": seconds}
-    write_json(layout.metrics_path(round_number), metrics)
-    return metrics
+        """Stop every process now: after an interrupt, a half-trained client is redone on resume anyway."""
+        executors = [executor for executor, _ in self.trainers.values()] + ([self.helper] if self.helper else [])
+        for executor in executors:
+            executor.shutdown(wait=False, kill_workers=True)
+        for executor in executors:
+            executor.shutdown(wait=True)
 
 
 def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: Console) -> dict:
-    """The whole local pipeline; returns a summary. Steps whose outputs exist are skipped (resume)."""
+    """The whole local pipeline; returns a summary. Steps whose outputs exist are skipped (resume).
+
+    The same coordinator and long-lived trainers as on Kubernetes (aggregator/coordinator.py, trainer/serve.py),
+    meeting on the run's directory through the same files; here they are processes of this command.
+    """
     started = time.monotonic()
     layout = RunLayout(options.volume, run_id)
     console.print(f"[bold]run[/bold] {run_id} in {layout.run_dir}")
     progress_queue = make_progress_queue()
-    workers = WorkerPool(min(options.parallelism, config.workers), progress_queue)
+    processes = RunProcesses(min(options.parallelism, config.clients_each_round), progress_queue)
     history = []
     try:
         save_config(layout.config_path, config)  # a resumed run must have the same configuration
         if not layout.global_model_path(0).is_file():
-            workers.run("the initial model", initialize_in_pool, str(options.volume), run_id, config)
+            processes.run("the initial model", initialize_in_pool, str(options.volume), run_id, config)
         write_shards(layout, options.data, config.workers, config.split, config.alpha, config.seed)
         remove_abandoned_temporaries(layout)
+        layout.stop_path.unlink(missing_ok=True)  # running the command again is the user's word to go on
         with LiveProgress(console, config, progress_queue) as live:
-            for round_number in range(1, config.rounds + 1):
-                done_before = layout.metrics_path(round_number).is_file()
-                if done_before:
-                    metrics = read_json(layout.metrics_path(round_number))
-                else:
-                    metrics = complete_round(layout, config, round_number, options.data, workers, live)
-                phases = metrics.get("seconds", {})
+
+            def round_done(metrics: dict) -> None:
+                live.finish_round(metrics["round"])
+                console.print(round_line(metrics, config.rounds), markup=False)
                 history.append({
-                    "round": round_number, "accuracy": metrics["accuracy"], "loss": metrics["loss"],
-                    "seconds": sum(phases.values()), "clients": metrics.get("clients"),
+                    "round": metrics["round"], "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+                    "seconds": sum(metrics.get("seconds", {}).values()), "clients": metrics.get("clients"),
                     "missing": metrics.get("missing", []), "privacy": metrics.get("privacy"),
                 })
-                live.finish_round(round_number)
-                timing = ", ".join(f"{name} {value:.1f} s" for name, value in phases.items())
-                console.print(
-                    f"round {round_number}/{config.rounds}: test accuracy {metrics['accuracy']:.4f}, "
-                    f"loss {metrics['loss']:.4f} ({timing}){' (done before)' if done_before else ''}"
-                )
-                for entry in metrics.get("missing", []):
-                    console.print(f"  went on without worker {entry['worker']}: {entry['reason']}", markup=False)
+
+            coordinator = Coordinator(
+                layout,
+                evaluate=lambda model_path: processes.run(
+                    f"the accuracy test of {model_path.parent.name}", evaluate_in_pool, str(model_path), str(options.data)
+                ),
+                watch=lambda: processes.watch(restart_dead=config.min_clients is not None),
+                on_round_start=live.start_round,
+            )
+            if not layout.metrics_path(config.rounds).is_file():
+                processes.start_trainers(layout, processes.parallelism)
+            coordinator.run(config, on_round=round_done)
     finally:
-        workers.close()
+        processes.close()
     version, is_new = publish(layout, config.rounds, options.min_accuracy)
     return {
         "run_id": run_id,
