@@ -3,10 +3,12 @@
 # commands of docs/kubernetes.md against it, and tears it down (cluster/down.sh) even when a step fails.
 #   1 kubectl apply -k workflows/, with Pod Security `restricted` enforced on the namespace
 #   2 the claim mnist-volume bound (cluster/local-volume/, the NFS claim's stand-in)
-#   3 argo submit workflows/mnist.yaml: 2 rounds of 3 trainers under a semaphore of 2
+#   3 argo submit workflows/mnist.yaml: 3 workers, 2 rounds, 2 long-lived trainer pods: pods per run, progress
 #   4 argo submit --from workflowtemplate/mnist-federated: 2 of 4 clients sampled, Dirichlet split
-#   faults: a trainer pod deleted mid-training, a trainer failing every retry (min-clients goes on without it),
-#   a min-accuracy the model cannot reach, bad parameters
+#   faults, each run checked against step 3's accuracy per round (exact resume): a trainer pod deleted mid-round
+#   and later the coordinator's; a trainer pod force-deleted and later the Argo controller's pod; a client whose
+#   shard is corrupt (min-clients goes on without it); a min-accuracy the model cannot reach; bad parameters;
+#   an image that cannot be pulled
 #   5 the web demo (deploy/ with the local image): /readyz, the page, a digit uploaded through a port-forward
 #   6 workflows/accuracy-test.yaml as a Job: passes, and fails above the model's accuracy
 # Prints one line per check and closes with "N passed, N failed"; exits non-zero if any check failed.
@@ -85,22 +87,57 @@ check_trained_run() {
     check "3 argo get shows the output $output: $(workflow_output "$name" "$output")" \
       sh -c "argo get -n mnist $name | sed -n '/^Output Parameters:/,/^[^ ]/p' | grep -q '^  $output: *[0-9[]'"
   done
-  check "3 two rounds of three trainers wrote their models as uid 10001" \
+  check "3 two rounds of three clients wrote their models as uid 10001" \
     test "$(stat -c %u "$run"/rounds/round-00{1,2}/client-*.h5 | sort | uniq -c | tr -s ' ')" == " 6 10001"
   check "3 the exit handler wrote summary.json" grep -q '"status": "Succeeded"' "$run/summary.json"
   check "3 a model was published" test "$(published_versions)" -ge 1
   check "3 its pods were garbage-collected (podGC: OnPodSuccess)" pods_gone "$name"
 }
 
-# The most trainer pods seen running at once while a workflow runs, sampled every second.
+# pod_nodes NAME [TEMPLATE]: how many pods the workflow ran (of TEMPLATE, if given), from its nodes.
+pod_nodes() {
+  kubectl -n mnist get workflow "$1" -o json | "$PYTHON" -c '
+import json, sys
+nodes = json.load(sys.stdin)["status"]["nodes"].values()
+print(sum(node["type"] == "Pod" and sys.argv[1] in ("", node.get("templateName")) for node in nodes))' "${2:-}"
+}
+
+# node_progress NAME TEMPLATE: the progress Argo recorded for the (last) pod of TEMPLATE, e.g. 2/2.
+node_progress() {
+  kubectl -n mnist get workflow "$1" -o json | "$PYTHON" -c '
+import json, sys
+nodes = [node for node in json.load(sys.stdin)["status"]["nodes"].values()
+         if node["type"] == "Pod" and node.get("templateName") == sys.argv[1]]
+print(nodes[-1].get("progress", "") if nodes else "")' "$2"
+}
+
+# The trainer pods of the workflow $2 seen at once and in all, sampled every second, into files $1.peak and $1.all.
 watch_trainers() {
   local max=0 running
   while true; do
-    running=$(kubectl -n mnist get pods -l app.kubernetes.io/component=trainer \
+    kubectl -n mnist get pods -l "app.kubernetes.io/component=trainer,workflows.argoproj.io/workflow=$2" \
+      -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}' 2>/dev/null >>"$1.all"
+    running=$(kubectl -n mnist get pods -l "app.kubernetes.io/component=trainer,workflows.argoproj.io/workflow=$2" \
       --field-selector=status.phase=Running -o name 2>/dev/null | wc -l)
-    ((running > max)) && max=$running && echo "$max" >"$1"
+    ((running > max)) && max=$running && echo "$max" >"$1.peak"
     sleep 1
   done
+}
+
+# The run all fault runs are compared with: its accuracy and loss per round, exactly as metrics.json holds them.
+REFERENCE_FLAGS=(-p workers=3 -p rounds=2 -p trainers=2 -p min-accuracy=0.98)
+REFERENCE_RUN=
+round_results() {
+  "$PYTHON" -c '
+import json, pathlib, sys
+run = pathlib.Path(sys.argv[1])
+print([(json.loads(path.read_text())["accuracy"], json.loads(path.read_text())["loss"])
+       for path in sorted(run.glob("rounds/round-*/metrics.json"))])' "$LOCAL_VOLUME/runs/$1"
+}
+same_results_as_reference() {
+  local mine theirs
+  mine=$(round_results "$1"); theirs=$(round_results "$REFERENCE_RUN")
+  [[ "$mine" == "$theirs" && "$mine" == *,*,* ]] || { echo "$1: $mine"; echo "$REFERENCE_RUN: $theirs"; return 1; }
 }
 
 step_production_run() {
@@ -115,22 +152,26 @@ step_production_run() {
     kubectl apply -k cluster/local-volume/
   check "2 the claim mnist-volume is bound" \
     kubectl -n mnist wait --for=jsonpath='{.status.phase}'=Bound pvc/mnist-volume --timeout=60s
-  # The semaphore is what limits the trainers here: at most 2 of the 3 at once.
-  kubectl -n mnist patch configmap mnist-federated-limits -p '{"data":{"trainers":"2"}}' >/dev/null
-  local peak_file
-  peak_file=$(mktemp)
-  echo 0 >"$peak_file"
-  watch_trainers "$peak_file" &
+  local watched name
+  watched=$(mktemp)
+  echo 0 >"$watched.peak"
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  watch_trainers "$watched" "$name" &
   local watcher=$!
-  local name
-  name=$(submit workflows/mnist.yaml -p workers=3 -p rounds=2 -p min-accuracy=0.98 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}")
+  argo wait -n mnist "$name" >/dev/null 2>&1
   kill "$watcher"
+  REFERENCE_RUN=$name
   say "3 argo submit workflows/mnist.yaml: $name"
   check_trained_run "$name"
-  check "3 the trainer semaphore held: 2 trainers at once, never 3 (peak $(cat "$peak_file"))" \
-    test "$(cat "$peak_file")" -eq 2
-  rm -f "$peak_file"
-  kubectl -n mnist patch configmap mnist-federated-limits -p '{"data":{"trainers":"3"}}' >/dev/null
+  check "3 two trainer pods for the whole run, both running at once (peak $(cat "$watched.peak"), pods $(sort -u "$watched.all" | wc -l))" \
+    test "$(cat "$watched.peak"):$(sort -u "$watched.all" | wc -l)" == "2:2"
+  check "3 pods per run: 2 trainers + init, coordinator, accuracy test, publish, summary = $(pod_nodes "$name")" \
+    test "$(pod_nodes "$name")" -eq 7
+  check "3 argo get showed the coordinator's progress by round ($(node_progress "$name" coordinator))" \
+    test "$(node_progress "$name" coordinator)" == 2/2
+  check "3 argo logs show each round's accuracy" \
+    sh -c "argo logs -n mnist $name 2>&1 | grep -c 'round [12]/2: test accuracy' | grep -qx 2"
+  rm -f "$watched" "$watched.peak" "$watched.all"
   argo get -n mnist "$name" >"$LOGS/e2e-$name.txt" 2>&1
 }
 
@@ -144,53 +185,93 @@ step_template_run() {
     test "$(ls "$LOCAL_VOLUME/runs/$name/rounds/round-001/" | grep -c '^client-.*\.h5$')" -eq 2
 }
 
-fault_killed_trainer() {
-  local name pod
-  name=$(argo submit -n mnist workflows/mnist.yaml -p workers=2 -p rounds=1 -p min-accuracy=0.5 \
-    "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
-  # Kill a trainer once it has been training for a few seconds.
+# wait_for_file PATH: until it exists (at most 10 minutes).
+wait_for_file() {
+  local _
+  for _ in $(seq 1200); do [[ -e "$1" ]] && return 0; sleep 0.5; done
+  return 1
+}
+# running_pod NAME COMPONENT: the name of a running pod of that component in workflow NAME (waits up to 5 min).
+running_pod() {
+  local _ pod
   for _ in $(seq 300); do
-    pod=$(kubectl -n mnist get pods -l "app.kubernetes.io/component=trainer,workflows.argoproj.io/workflow=$name" \
+    pod=$(kubectl -n mnist get pods -l "app.kubernetes.io/component=$2,workflows.argoproj.io/workflow=$1" \
       --field-selector=status.phase=Running -o name 2>/dev/null | head -n 1)
-    [[ -n "$pod" ]] && break
+    [[ -n "$pod" ]] && { echo "$pod"; return 0; }
     sleep 1
   done
-  sleep 10
-  # Deleted as an eviction or a drained node deletes it: its containers get SIGTERM mid-training.
-  check "fault: a running trainer pod is deleted ($pod)" kubectl -n mnist delete "$pod" --wait=false
-  argo wait -n mnist "$name" >/dev/null 2>&1
-  check "fault: Argo retried the killed trainer and the run published" expect_phase "$name" Succeeded
-  check "fault: the retry is in the workflow's nodes" sh -c "kubectl -n mnist get workflow $name -o json | python3 -c '
+  return 1
+}
+# retried NAME TEMPLATE: the workflow's nodes show a retry of TEMPLATE (a second pod of the same node).
+retried() { (( $(pod_nodes "$1" "$2") > $(kubectl -n mnist get workflow "$1" -o json | "$PYTHON" -c '
 import json, sys
-nodes = json.load(sys.stdin)[\"status\"][\"nodes\"].values()
-sys.exit(not any(node[\"displayName\"].startswith(\"train(\") and node[\"displayName\"].endswith(\")(1)\") for node in nodes))'"
+nodes = json.load(sys.stdin)["status"]["nodes"].values()
+print(sum(node["type"] == "Retry" and node.get("templateName") == sys.argv[1] for node in nodes))' "$2") )); }
+
+# A trainer pod deleted as an eviction or a drained node deletes it (SIGTERM) while it trains round 1, then the
+# coordinator's pod once round 2 has begun: Argo retries both, and they resume from the volume.
+fault_graceful_deletes() {
+  local name run pod
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  run="$LOCAL_VOLUME/runs/$name"
+  wait_for_file "$run/rounds/round-001/attempts-000.json"
+  sleep 3
+  pod=$(running_pod "$name" trainer)
+  check "fault: a trainer pod is deleted while it trains round 1 ($pod)" kubectl -n mnist delete "$pod" --wait=false
+  wait_for_file "$run/rounds/round-002/clients.json"
+  pod=$(running_pod "$name" coordinator)
+  check "fault: the coordinator's pod is deleted in round 2 ($pod)" kubectl -n mnist delete "$pod" --wait=false
+  argo wait -n mnist "$name" >/dev/null 2>&1
+  check "fault: the run $name succeeded and published" expect_phase "$name" Succeeded
+  check "fault: Argo retried the deleted trainer" retried "$name" trainer-on-cpu
+  check "fault: Argo retried the deleted coordinator" retried "$name" coordinator
+  check "fault: its accuracy per round is exactly the undisturbed run's" same_results_as_reference "$name"
 }
 
-# Partial rounds: worker 1's shard is corrupt (split beforehand on the host: the split step keeps a finished
-# split), so its trainer fails every retry; with min-clients=2 the round goes on with workers 0 and 2.
-# Submitted early and checked late: most of its time is Argo's retry backoff (30 s, 60 s, 120 s).
+# A trainer pod force-deleted (--grace-period=0 --force: gone from the API at once, its process killed later)
+# while it trains round 1, then the Argo controller's own pod in round 2.
+fault_forced_deletes() {
+  local name run pod
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  run="$LOCAL_VOLUME/runs/$name"
+  wait_for_file "$run/rounds/round-001/attempts-001.json"
+  sleep 3
+  pod=$(running_pod "$name" trainer)
+  check "fault: a trainer pod is force-deleted while it trains round 1 ($pod)" \
+    kubectl -n mnist delete "$pod" --grace-period=0 --force
+  wait_for_file "$run/rounds/round-002/clients.json"
+  check "fault: the Argo controller's pod is deleted in round 2" \
+    kubectl -n argo delete pod -l app=workflow-controller --wait=false
+  argo wait -n mnist "$name" >/dev/null 2>&1
+  check "fault: the run $name succeeded and published" expect_phase "$name" Succeeded
+  check "fault: its accuracy per round is exactly the undisturbed run's" same_results_as_reference "$name"
+  check "fault: the controller came back" kubectl -n argo rollout status deployment/workflow-controller --timeout=120s
+}
+
+# Partial rounds: worker 1's shard is corrupt (the run is started beforehand on the host with the workflow's own
+# settings, and init keeps a finished split), so its trainer gives it up after two tries; with min-clients=2 the
+# round goes on with workers 0 and 2. Submitted early, checked late.
 PARTIAL_RUN=partial-round-$$
 start_partial_round() {
   local run="$LOCAL_VOLUME/runs/$PARTIAL_RUN"
-  "$PYTHON" -m splitter --volume "$LOCAL_VOLUME" --run-id "$PARTIAL_RUN" --workers 3 --data "$repo/volume/data/mnist.npz" \
-    >/dev/null && head -c 4096 /dev/urandom >"$run/shards/shard-001.npz" && chown -R 10001:10001 "$run" &&
+  "$PYTHON" -m trainer.init --volume "$LOCAL_VOLUME" --run-id "$PARTIAL_RUN" --workers 3 --rounds 1 --min-clients 2 \
+    --data "$repo/volume/data/mnist.npz" >/dev/null 2>&1 &&
+    head -c 4096 /dev/urandom >"$run/shards/shard-001.npz" && chown -R 10001:10001 "$run" &&
     argo submit -n mnist workflows/mnist.yaml --name "$PARTIAL_RUN" -p workers=3 -p rounds=1 -p min-clients=2 \
       -p min-accuracy=0.5 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" >/dev/null
 }
 check_partial_round() {
-  local record="$LOCAL_VOLUME/runs/$PARTIAL_RUN/rounds/round-001/aggregate.json"
+  local run="$LOCAL_VOLUME/runs/$PARTIAL_RUN"
   argo wait -n mnist "$PARTIAL_RUN" >/dev/null 2>&1
-  check "fault: a trainer failing every retry, min-clients=2: the run went on and published ($PARTIAL_RUN)" \
+  check "fault: a client that fails every try, min-clients=2: the run went on and published ($PARTIAL_RUN)" \
     expect_phase "$PARTIAL_RUN" Succeeded
-  check "fault: worker 1's trainer failed all 4 tries" sh -c "kubectl -n mnist get workflow $PARTIAL_RUN -o json | python3 -c '
-import json, sys
-nodes = json.load(sys.stdin)[\"status\"][\"nodes\"].values()
-tries = [node[\"phase\"] for node in nodes if node[\"displayName\"].startswith(\"train(1:1)(\")]
-sys.exit(tries != [\"Failed\"] * 4)'"
+  check "fault: its trainer gave worker 1 up after 2 tries, with the shard's error" \
+    grep -q '"reason": "failed 2 times: .*shard' "$run/rounds/round-001/failed-001.json"
   check "fault: round 1 combined workers 0 and 2 and recorded worker 1 missing" "$PYTHON" -c "
 import json, sys
 record = json.load(open(sys.argv[1]))
-assert record['clients'] == [0, 2] and [entry['worker'] for entry in record['missing']] == [1], record" "$record"
+assert record['clients'] == [0, 2] and [entry['worker'] for entry in record['missing']] == [1], record" \
+    "$run/rounds/round-001/aggregate.json"
 }
 
 fault_unreachable_accuracy() {
@@ -221,6 +302,18 @@ fault_bad_parameters() {
     check "fault: -p $parameter: one line, no Python traceback" \
       sh -c '[ "$(echo "$0" | grep -c .)" -eq 1 ] && echo "$0" | grep -q "error:" && ! echo "$0" | grep -q Traceback' "$message"
   done
+}
+
+# An image tag that does not exist: the run fails within 5 minutes, and `argo get` names the pull error.
+fault_bad_image() {
+  local name started
+  started=$SECONDS
+  name=$(argo submit -n mnist workflows/mnist.yaml -p image=localhost/mnist-federated:no-such-tag -p gpus=0 -o name)
+  argo wait -n mnist "$name" >/dev/null 2>&1
+  check "fault: an image that cannot be pulled fails $name in $((SECONDS - started)) s (at most 300)" \
+    sh -c "[ \"\$(kubectl -n mnist get workflow $name -o jsonpath='{.status.phase}')\" != Running ] && [ $((SECONDS - started)) -le 300 ]"
+  check "fault: argo get names the pull error" sh -c "argo get -n mnist $name | grep -Eiq 'pull|ErrImage|image'"
+  argo get -n mnist "$name" >"$LOGS/e2e-$name.txt" 2>&1
 }
 
 # A PNG of an MNIST test digit (from the data `make setup` fetched) and its label.
@@ -294,10 +387,12 @@ main() {
   if start_partial_round; then passed=$((passed + 1)); say "ok    fault: partial round submitted ($PARTIAL_RUN)"
   else failed=$((failed + 1)); say "FAIL  fault: partial round submitted"; fi
   step_template_run
-  fault_killed_trainer
+  fault_graceful_deletes
+  fault_forced_deletes
   check_partial_round
   fault_unreachable_accuracy
   fault_bad_parameters
+  fault_bad_image
   step_serve
   step_accuracy_job
 }
