@@ -7,6 +7,7 @@ import pytest
 
 from common.data import load_shard
 from common.layout import RunLayout
+from common.runconfig import RunConfig, save_config
 from splitter.__main__ import main
 from splitter.strategies import pathological_split
 
@@ -50,7 +51,8 @@ def test_sizes_differ_by_at_most_one_when_they_cannot_be_equal():
 @pytest.mark.parametrize("workers", [151, 300, 301])
 def test_too_many_workers_for_two_shards_each_is_one_line(tiny_mnist, capsys, workers):
     volume = tiny_mnist.parent.parent  # 300 training examples: at most 150 workers
-    code = main(["--volume", str(volume), "--run-id", "p", "--workers", str(workers), "--split", "pathological"])
+    save_config(RunLayout(volume, "p").config_path, RunConfig(workers=workers, split="pathological"))
+    code = main(["--volume", str(volume), "--run-id", "p"])
     error = capsys.readouterr().err
     assert code == 2
     assert f"pathological split cannot give {workers} workers 2 shards each" in error
@@ -60,8 +62,9 @@ def test_too_many_workers_for_two_shards_each_is_one_line(tiny_mnist, capsys, wo
 
 def test_cli_writes_shards_with_their_label_histograms(tiny_mnist):
     volume = tiny_mnist.parent.parent
-    assert main(["--volume", str(volume), "--run-id", "p", "--workers", "5", "--split", "pathological", "--seed", "4"]) == 0
     layout = RunLayout(volume, "p")
+    save_config(layout.config_path, RunConfig(workers=5, split="pathological", seed=4))
+    assert main(["--volume", str(volume), "--run-id", "p"]) == 0
     manifest = json.loads(layout.manifest_path.read_text())
     assert manifest["split"] == "pathological" and manifest["workers"] == 5
     for worker, entry in enumerate(manifest["shards"]):
