@@ -1,12 +1,13 @@
 """Wall time of a run on the local single-node cluster (`argo submit`) ÷ the same run as local processes.
 
     make cluster && source cluster/env.sh
-    .venv/bin/python -m bench.cluster_vs_local [--pairs 2] [--rounds 2] [--workers 3]
+    .venv/bin/python -m bench.cluster_vs_local [--pairs 2] [--rounds 5] [--workers 3]
 
 Both sides are the production commands on this machine: `python -m runner --rounds R --workers W` (what
 `make run ARGS=...` calls) on a fresh volume, and `argo submit -n mnist workflows/mnist.yaml ... ` waited for
-(`argo wait`), with trainer-cpus=1 so that two trainers run at once on the 2-core node, as the runner's
-default --parallelism does. Interleaved pairs; medians and their ratio are printed.
+(`argo wait`), with two trainer pods (trainers=2, trainer-cpus=500m, so they and the coordinator fit the
+2-core node), as the runner's default --parallelism gives it two trainer processes. Interleaved pairs; medians
+and their ratio are printed, and each side's per-round orchestration overhead (bench/round_overhead.py).
 
 Where the cluster's extra time goes, from its Workflow's node records and its pods (polled every second,
 since succeeded pods are deleted): for each kind of step, the pod's start (scheduling, sandbox, Argo's init
@@ -29,6 +30,7 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from bench.round_overhead import median_overhead
 from common.layout import data_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,12 +42,18 @@ def timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def run_local(data: Path, rounds: int, workers: int) -> float:
+TRAINERS = 2  # the runner's default --parallelism on this 2-core machine, and the cluster's trainer pods
+
+
+def run_local(data: Path, rounds: int, workers: int, extra: list[str]) -> tuple[float, float]:
+    """Wall seconds of a local run and its p50 per-round overhead."""
     with tempfile.TemporaryDirectory() as volume:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "runner", "--volume", volume, "--data", str(data), "--rounds", str(rounds),
-                        "--workers", str(workers)], cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - started
+                        "--workers", str(workers), "--parallelism", str(TRAINERS), "--run-id", "local", *extra],
+                       cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        return seconds, median_overhead(Path(volume) / "runs" / "local", min(TRAINERS, workers))
 
 
 def kubectl_json(*args: str) -> dict:
@@ -71,12 +79,13 @@ class PodRecorder(threading.Thread):
             self.stopped.wait(1)
 
 
-def run_cluster(rounds: int, workers: int) -> tuple[float, dict, dict]:
+def run_cluster(rounds: int, workers: int, parameters: list[str]) -> tuple[float, dict, dict]:
     started = time.perf_counter()
     name = subprocess.run(
         ["argo", "submit", "-n", "mnist", "workflows/mnist.yaml", "-o", "name", "-p", f"workers={workers}",
-         "-p", f"rounds={rounds}", "-p", "gpus=0", "-p", "trainer-cpus=1", "-p", "min-accuracy=0.9",
-         "-p", f"image={CLUSTER_IMAGE}"], cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout.strip()
+         "-p", f"rounds={rounds}", "-p", "gpus=0", "-p", f"trainers={TRAINERS}", "-p", "trainer-cpus=500m",
+         "-p", "min-accuracy=0.9", "-p", f"image={CLUSTER_IMAGE}", *parameters],
+        cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout.strip()
     recorder = PodRecorder(name)
     recorder.start()
     subprocess.run(["argo", "wait", "-n", "mnist", name], check=True, stdout=subprocess.DEVNULL)
@@ -122,25 +131,46 @@ def breakdown(workflow: dict, pods: dict) -> tuple[dict[str, list[tuple[float, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2, help="interleaved local/cluster pairs")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--clients-per-round", default="all")
     parser.add_argument("--data", type=Path, default=data_path(REPO_ROOT / "volume"))
+    parser.add_argument("--cluster-volume", type=Path, default=Path("/var/lib/mnist-cluster/volume"),
+                        help="the cluster's volume on this machine (cluster/config.sh LOCAL_VOLUME)")
+    parser.add_argument("--skip-local", action="store_true", help="only the cluster side (e.g. a scale run)")
     args = parser.parse_args(argv)
-    local, cluster, idle = [], [], []
+    extra = ["--clients-per-round", args.clients_per_round]
+    trainers = min(TRAINERS, args.workers if args.clients_per_round == "all" else int(args.clients_per_round))
+    local, cluster, idle, local_overhead, cluster_overhead, pods_per_run, sizes = [], [], [], [], [], [], []
     kinds: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for pair in range(args.pairs):
-        local.append(run_local(args.data, args.rounds, args.workers))
-        seconds, workflow, pods = run_cluster(args.rounds, args.workers)
+        if not args.skip_local:
+            seconds, overhead = run_local(args.data, args.rounds, args.workers, extra)
+            local.append(seconds)
+            local_overhead.append(overhead)
+        seconds, workflow, pods = run_cluster(args.rounds, args.workers, ["-p", f"clients-per-round={args.clients_per_round}"])
         cluster.append(seconds)
+        name = workflow["metadata"]["name"]
+        cluster_overhead.append(median_overhead(args.cluster_volume / "runs" / name, trainers))
+        pods_per_run.append(sum(node["type"] == "Pod" for node in workflow["status"]["nodes"].values()))
+        sizes.append(len(json.dumps(workflow)))
         by_kind, no_pod = breakdown(workflow, pods)
         idle.append(no_pod)
         for kind, rows in by_kind.items():
             kinds[kind].extend(rows)
-        print(f"pair {pair + 1}: local {local[-1]:.1f} s, cluster {cluster[-1]:.1f} s "
-              f"({workflow['metadata']['name']}, {no_pod:.0f} s without a pod)", flush=True)
-    local_median, cluster_median = statistics.median(local), statistics.median(cluster)
-    print(f"\nmedian: local {local_median:.1f} s, cluster {cluster_median:.1f} s, "
-          f"ratio {cluster_median / local_median:.2f}x")
+        local_text = "" if args.skip_local else f"local {local[-1]:.1f} s (overhead p50 {local_overhead[-1]:.2f} s), "
+        print(f"pair {pair + 1}: {local_text}cluster {cluster[-1]:.1f} s (overhead p50 {cluster_overhead[-1]:.2f} s; "
+              f"{name}, {pods_per_run[-1]} pods, Workflow object {sizes[-1] / 1024:.0f} KiB, "
+              f"{no_pod:.0f} s without a pod)", flush=True)
+    cluster_median = statistics.median(cluster)
+    if local:
+        local_median = statistics.median(local)
+        print(f"\nmedian: local {local_median:.1f} s, cluster {cluster_median:.1f} s, "
+              f"ratio {cluster_median / local_median:.2f}x")
+        print(f"per-round orchestration overhead, p50 over rounds, median over pairs: local "
+              f"{statistics.median(local_overhead):.2f} s, cluster {statistics.median(cluster_overhead):.2f} s")
+    else:
+        print(f"\nmedian: cluster {cluster_median:.1f} s; per-round overhead p50 {statistics.median(cluster_overhead):.2f} s")
     print(f"median time without any pod of the run (the controller between steps): {statistics.median(idle):.1f} s")
     print("\nper step kind, median seconds over all pairs: pod start | main container | completion | pods")
     for kind, rows in sorted(kinds.items()):
