@@ -22,11 +22,12 @@ def weights_of(path) -> dict[str, np.ndarray]:
 
 
 def train_one_client(volume, run_id: str, *flags: str) -> tuple[dict, dict]:
-    """Init, split and train worker 0 of round 1; returns (starting weights, client weights)."""
+    """Init (which also splits), split and train worker 0 of round 1; returns (starting weights, client weights).
+    The splitter and the trainer take the run's settings from run.json."""
     common = ["--volume", str(volume), "--run-id", run_id]
-    assert init_main(common + ["--workers", "2", "--rounds", "1", "--seed", "1", *flags]) == 0
-    assert splitter_main(common + ["--workers", "2", "--seed", "1"]) == 0
-    assert trainer_main(common + ["--round", "1", "--worker", "0", "--batch-size", "32", "--seed", "1"]) == 0
+    assert init_main(common + ["--workers", "2", "--rounds", "1", "--seed", "1", "--batch-size", "32", *flags]) == 0
+    assert splitter_main(common) == 0
+    assert trainer_main(common + ["--round", "1", "--worker", "0"]) == 0
     layout = RunLayout(volume, run_id)
     return weights_of(layout.global_model_path(0)), weights_of(layout.client_model_path(1, 0))
 
