@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.client_overhead [--clients 3 100 1000] [--rounds 3]
 
-One runner worker pool (the real one, runner/pool.py) runs one run per client count in one volume, and
-the runs' rounds interleave: round 1 of each size, then round 2 of each, ... so that load from elsewhere
-on the machine falls on all sizes alike. A round is what the runner does (train every client, FedAvg,
-accuracy test). Round 1 also starts the workers; medians of rounds 2 on are the steady state. Overhead
+The runner's own processes (runner/run.py: long-lived trainers and the coordinator) run one run per client
+count in one volume, one after another. A round is what the runner does (train every client, FedAvg,
+accuracy test), timed from its metrics. Round 1 also starts the trainers; medians of rounds 2 on are the
+steady state. Overhead
 per task is the extra worker-seconds of N clients over the fewest, spread over the extra tasks:
 (round_N - round_fewest) x parallelism / (N - fewest).
 """
@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -26,22 +25,23 @@ from rich.console import Console
 from common.runconfig import RunConfig, save_config
 from common.layout import RunLayout
 from runner.pool import initialize_in_pool, make_progress_queue
-from runner.run import LiveProgress, WorkerPool, complete_round
+from runner.run import LiveProgress, RunProcesses, train_rounds
 from splitter.split import write_shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure_rounds(runs: dict, rounds: int, data: Path, workers: WorkerPool, seconds: dict[int, list[float]]) -> None:
-    """Round 1 of every run, then round 2 of every run, ...; appends each round's wall seconds."""
-    for round_number in range(1, rounds + 1):
-        for clients, (layout, config, live) in runs.items():
-            started = time.perf_counter()
-            metrics = complete_round(layout, config, round_number, data, workers, live)
-            seconds[clients].append(time.perf_counter() - started)
-            phases = ", ".join(f"{name} {value:.1f}" for name, value in metrics["seconds"].items())
-            print(f"round {round_number}, {clients:4d} clients: {seconds[clients][-1]:.1f} s ({phases}); "
-                  f"accuracy {metrics['accuracy']:.4f}", flush=True)
+def measure_rounds(layout: RunLayout, config: RunConfig, data: Path, processes: RunProcesses, live: LiveProgress,
+                   seconds: list[float]) -> None:
+    """Every round of one run; appends each round's seconds (train, aggregate and accuracy test)."""
+
+    def record(metrics: dict) -> None:
+        seconds.append(sum(metrics["seconds"].values()))
+        phases = ", ".join(f"{name} {value:.1f}" for name, value in metrics["seconds"].items())
+        print(f"round {metrics['round']}, {config.workers:4d} clients: {seconds[-1]:.1f} s ({phases}); "
+              f"accuracy {metrics['accuracy']:.4f}", flush=True)
+
+    train_rounds(layout, config, data, processes, live, record)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,22 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     quiet = Console(file=io.StringIO())
     seconds: dict[int, list[float]] = {clients: [] for clients in args.clients}
     with tempfile.TemporaryDirectory() as volume:
-        progress_queue = make_progress_queue()
-        workers = WorkerPool(args.parallelism, progress_queue)
-        runs = {}
-        try:
-            for clients in args.clients:
+        for clients in args.clients:
+            progress_queue = make_progress_queue()
+            processes = RunProcesses(min(args.parallelism, clients), progress_queue)
+            try:
                 config = RunConfig(workers=clients, rounds=args.rounds)
                 layout = RunLayout(Path(volume), f"clients-{clients}")
                 save_config(layout.config_path, config)
-                workers.run("the initial model", initialize_in_pool, volume, layout.run_id, config)
+                processes.run("the initial model", initialize_in_pool, volume, layout.run_id, config)
                 write_shards(layout, args.data, clients, config.split, config.alpha, config.seed)
-                runs[clients] = (layout, config, LiveProgress(quiet, config, progress_queue))
-            # The largest run's progress display drains the trainers' progress messages of every run.
-            with runs[max(runs)][2]:
-                measure_rounds(runs, args.rounds, args.data, workers, seconds)
-        finally:
-            workers.close()
+                with LiveProgress(quiet, config, progress_queue) as live:
+                    measure_rounds(layout, config, args.data, processes, live, seconds[clients])
+            finally:
+                processes.close()
 
     steady = {clients: statistics.median(values[1:]) for clients, values in seconds.items()}
     fewest = min(steady)

@@ -28,7 +28,7 @@ from common.layout import RunLayout, data_path
 from common.runconfig import (CLIENT_OPTIMIZERS, LEARNING_RATE_ANNEALS, SERVER_SETTINGS, SERVER_STRATEGIES, RunConfig,
                               flag_name, number_or_default, save_config)
 from runner.pool import initialize_in_pool, make_progress_queue
-from runner.run import LiveProgress, WorkerPool, complete_round
+from runner.run import LiveProgress, RunProcesses, train_rounds
 from splitter.split import write_shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,21 +36,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_ROUNDS = {"iid": 20, "pathological": 229}
 
 
-def rounds_to_target(config: RunConfig, run_id: str, volume: str, data: Path, workers: WorkerPool,
+class TargetReached(Exception):
+    """Stops a run's rounds once the test accuracy reaches the target."""
+
+
+def rounds_to_target(config: RunConfig, run_id: str, volume: str, data: Path, parallelism: int,
                      target: float) -> tuple[list[float], float]:
     """Run rounds until the test accuracy reaches ``target`` or config.rounds pass; (accuracy per round, seconds)."""
     started = time.perf_counter()
     layout = RunLayout(Path(volume), run_id)
     save_config(layout.config_path, config)
-    workers.run("the initial model", initialize_in_pool, volume, run_id, config)
-    write_shards(layout, data, config.workers, config.split, config.alpha, config.seed)
+    progress_queue = make_progress_queue()
+    processes = RunProcesses(min(parallelism, config.clients_each_round), progress_queue)
     accuracies: list[float] = []
-    with LiveProgress(Console(file=io.StringIO()), config, workers.progress_queue) as live:
-        for round_number in range(1, config.rounds + 1):
-            accuracies.append(complete_round(layout, config, round_number, data, workers, live)["accuracy"])
-            print(f"  round {round_number}: {100 * accuracies[-1]:.2f} %", flush=True)
-            if accuracies[-1] >= target:
-                break
+
+    def record(metrics: dict) -> None:
+        accuracies.append(metrics["accuracy"])
+        print(f"  round {metrics['round']}: {100 * accuracies[-1]:.2f} %", flush=True)
+        if accuracies[-1] >= target:
+            raise TargetReached
+
+    try:
+        processes.run("the initial model", initialize_in_pool, volume, run_id, config)
+        write_shards(layout, data, config.workers, config.split, config.alpha, config.seed)
+        with LiveProgress(Console(file=io.StringIO()), config, progress_queue) as live:
+            train_rounds(layout, config, data, processes, live, record)
+    except TargetReached:
+        pass
+    finally:
+        processes.close()
     return accuracies, time.perf_counter() - started
 
 
@@ -91,16 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows = []
     with tempfile.TemporaryDirectory() as volume:
-        workers = WorkerPool(args.parallelism, make_progress_queue())
-        try:
-            for index, config in enumerate(configs):
-                print(f"{args.split}, {describe(config)}, client {config.client_optimizer} {config.learning_rate:g} "
-                      f"(decay {config.learning_rate_decay:g}, anneal {config.learning_rate_anneal}):",
-                      flush=True)
-                accuracies, seconds = rounds_to_target(config, f"paper-{index}", volume, args.data, workers, args.target)
-                rows.append((config, accuracies, seconds))
-        finally:
-            workers.close()
+        for index, config in enumerate(configs):
+            print(f"{args.split}, {describe(config)}, client {config.client_optimizer} {config.learning_rate:g} "
+                  f"(decay {config.learning_rate_decay:g}, anneal {config.learning_rate_anneal}):",
+                  flush=True)
+            accuracies, seconds = rounds_to_target(config, f"paper-{index}", volume, args.data, args.parallelism, args.target)
+            rows.append((config, accuracies, seconds))
 
     print(f"\n| split | server | client optimizer, lr (decay) | rounds to {100 * args.target:g} % | best (%) | "
           "wall (s) | paper |")

@@ -181,6 +181,24 @@ class RunProcesses:
             executor.shutdown(wait=True)
 
 
+def train_rounds(
+    layout: RunLayout, config: RunConfig, data: Path, processes: RunProcesses, live: LiveProgress, on_round
+) -> list[dict]:
+    """The run's rounds (from the first unfinished one): its long-lived trainers and the coordinator, which calls
+    ``on_round(metrics)`` after each; returns every round's metrics."""
+    coordinator = Coordinator(
+        layout,
+        evaluate=lambda model_path: processes.run(
+            f"the accuracy test of {model_path.parent.name}", evaluate_in_pool, str(model_path), str(data)
+        ),
+        watch=lambda: processes.watch(restart_dead=config.min_clients is not None),
+        on_round_start=live.start_round,
+    )
+    if not layout.metrics_path(config.rounds).is_file():
+        processes.start_trainers(layout, processes.parallelism)
+    return coordinator.run(config, on_round=on_round)
+
+
 def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: Console) -> dict:
     """The whole local pipeline; returns a summary. Steps whose outputs exist are skipped (resume).
 
@@ -211,17 +229,7 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
                     "missing": metrics.get("missing", []), "privacy": metrics.get("privacy"),
                 })
 
-            coordinator = Coordinator(
-                layout,
-                evaluate=lambda model_path: processes.run(
-                    f"the accuracy test of {model_path.parent.name}", evaluate_in_pool, str(model_path), str(options.data)
-                ),
-                watch=lambda: processes.watch(restart_dead=config.min_clients is not None),
-                on_round_start=live.start_round,
-            )
-            if not layout.metrics_path(config.rounds).is_file():
-                processes.start_trainers(layout, processes.parallelism)
-            coordinator.run(config, on_round=round_done)
+            train_rounds(layout, config, options.data, processes, live, round_done)
     finally:
         processes.close()
     version, is_new = publish(layout, config.rounds, options.min_accuracy)
