@@ -22,11 +22,12 @@ RUN_ID = "backends"
 
 @pytest.fixture
 def layout(tiny_mnist) -> RunLayout:
-    """A tiny run with its initial model and two shards."""
+    """A tiny run with its initial model and two shards (trainer.init writes both; the splitter leaves them)."""
     volume = tiny_mnist.parent.parent
-    arguments = ["--volume", str(volume), "--run-id", RUN_ID, "--workers", "2", "--seed", "1"]
-    assert init_main(arguments + ["--rounds", "1"]) == 0
-    assert splitter_main(arguments) == 0
+    run = ["--volume", str(volume), "--run-id", RUN_ID]
+    # Batch size and seed as the trainer's command line will read them from run.json.
+    assert init_main(run + ["--workers", "2", "--seed", "1", "--rounds", "1", "--batch-size", "32"]) == 0
+    assert splitter_main(run) == 0
     return RunLayout(volume, RUN_ID)
 
 
@@ -57,8 +58,8 @@ def test_one_trainer_trains_clients_of_different_runs(layout, other_run_flags):
     # Prepare: another run on the same volume, initialized in this process after other models were built, so
     # its layers have other names (or another architecture altogether).
     volume = str(layout.volume)
-    other = ["--volume", volume, "--run-id", "other", "--workers", "2", "--seed", "2"]
-    assert init_main(other + ["--rounds", "1", *other_run_flags]) == 0
+    other = ["--volume", volume, "--run-id", "other"]
+    assert init_main(other + ["--workers", "2", "--seed", "2", "--rounds", "1", *other_run_flags]) == 0
     assert splitter_main(other) == 0
 
     # Execute: one trainer (as one pool process) takes a client of the first run, then both of the other's.
@@ -69,7 +70,7 @@ def test_one_trainer_trains_clients_of_different_runs(layout, other_run_flags):
         trainer.train(other_layout, 1, worker, epochs=1, batch_size=32, seed=2)
 
     # Assert: the aggregator takes the other run's clients as of its starting model's architecture.
-    assert aggregator_main(["--volume", volume, "--run-id", "other", "--round", "1", "--expect", "2"]) == 0
+    assert aggregator_main(["--volume", volume, "--run-id", "other", "--round", "1"]) == 0
 
 
 def test_later_clients_leave_the_global_random_seed_alone(layout, monkeypatch):
@@ -99,12 +100,13 @@ WITHOUT_TENSORFLOW = (
 
 
 def run_trainer(layout: RunLayout, worker: int, backend: str) -> None:
-    """``python -m trainer`` for one client under the given Keras backend, on the CPU; TensorFlow only for its own."""
+    """``python -m trainer`` for one client under the given Keras backend, on the CPU; TensorFlow only for its own.
+    Its batch size (32) and seed (1) come from the run's run.json."""
     environment = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
     program = ["-m", "trainer"] if backend == "tensorflow" else ["-c", WITHOUT_TENSORFLOW]
     command = [sys.executable, *program, "--volume", str(layout.volume), "--run-id", RUN_ID,
-               "--round", "1", "--worker", str(worker), "--batch-size", "32", "--seed", "1"]
+               "--round", "1", "--worker", str(worker)]
     result = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
 
@@ -113,7 +115,7 @@ def test_a_jax_trained_client_averages_with_a_tensorflow_trained_one(layout):
     # Execute: worker 0 trains under JAX, worker 1 under TensorFlow, then FedAvg of both.
     run_trainer(layout, 0, "jax")
     run_trainer(layout, 1, "tensorflow")
-    assert aggregator_main(["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", "1", "--expect", "2"]) == 0
+    assert aggregator_main(["--volume", str(layout.volume), "--run-id", RUN_ID, "--round", "1"]) == 0
 
     # Assert: the same weight names and shapes from both backends, each trained away from the start,
     # and the global model is their average (equal shards of 150 examples).
@@ -146,9 +148,10 @@ def test_sgd_clients_take_one_plain_gradient_step(tiny_mnist, earlier_run):
     trainer = ClientTrainer()
 
     def start_and_train(run_id: str, *flags: str) -> None:
-        arguments = ["--volume", str(volume), "--run-id", run_id, "--workers", "2", "--seed", "1"]
-        assert init_main(arguments + ["--rounds", "1", "--model", "fedavg-cnn", "--learning-rate", "0.1", *flags]) == 0
-        assert splitter_main(arguments) == 0
+        run = ["--volume", str(volume), "--run-id", run_id]
+        assert init_main(run + ["--workers", "2", "--seed", "1", "--rounds", "1", "--model", "fedavg-cnn",
+                                "--learning-rate", "0.1", *flags]) == 0
+        assert splitter_main(run) == 0
         trainer.train(RunLayout(volume, run_id), 1, 0, epochs=1, batch_size=1000, seed=1)
 
     start_flags = []
