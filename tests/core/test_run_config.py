@@ -6,7 +6,18 @@ import re
 
 import pytest
 
-from common.runconfig import RunConfig, add_config_arguments, config_from_arguments, load_config, save_config
+from dataclasses import fields
+
+from common.layout import RunLayout
+from common.runconfig import (
+    CONFIG_FLAGS,
+    RunConfig,
+    add_config_arguments,
+    config_from_arguments,
+    flag_name,
+    load_config,
+    save_config,
+)
 from trainer.init import main as init_main
 
 # run.json as written before strategies, sampling and architectures existed.
@@ -164,4 +175,28 @@ def test_a_bad_flag_is_one_line_before_anything_is_written(tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1
     assert "clients-per-round must be at most workers (3), got 5" in error
-    assert not (tmp_path / "runs").exists()
+    # Nothing of the run is written but stopped.json, which tells its waiting pods that it will not start.
+    layout = RunLayout(tmp_path, "r")
+    assert [path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file()] == [
+        layout.stop_path.relative_to(tmp_path)]
+    assert "clients-per-round must be at most workers (3), got 5" in json.loads(layout.stop_path.read_text())["reason"]
+
+
+def test_every_field_has_exactly_one_flag_whose_default_is_the_field_s():
+    # CONFIG_FLAGS names each RunConfig field once and nothing else, and never a default of its own.
+    names = [field.name for field in fields(RunConfig)]
+    assert sorted(CONFIG_FLAGS) == sorted(names) and len(set(names)) == len(names)
+    assert not [name for name, spec in CONFIG_FLAGS.items() if "default" in spec or "dest" in spec]
+
+    # The parser has one option per field, spelled --kebab-case, and its defaults are RunConfig()'s.
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    options = [action for action in parser._actions if action.dest != "help"]
+    assert sorted(action.dest for action in options) == sorted(names)
+    assert all(action.option_strings == [f"--{flag_name(action.dest)}"] for action in options)
+    assert vars(parser.parse_args([])) == RunConfig().to_dict()
+
+    # Every default that is not None can be passed as text (the Argo workflow passes every flag as text).
+    for name, value in RunConfig().to_dict().items():
+        if value is not None:
+            assert getattr(parser.parse_args([f"--{flag_name(name)}", str(value)]), name) == value, name
