@@ -21,7 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from common.layout import RunLayout
 from common.modelfile import sha256_of_file
+from common.runconfig import RunConfig, save_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = "bench"
@@ -38,7 +40,10 @@ def make_template_model(path: Path) -> None:
 
 
 def make_round(volume: Path, template: Path, num_clients: int) -> None:
-    """A run whose round 1 has ``num_clients`` clients: the template's shapes with random weights."""
+    """A run of ``num_clients`` workers (run.json: the aggregator reads them there) whose round 1 has a client
+    from each: the template's shapes with random weights."""
+    layout = RunLayout(volume, RUN_ID)
+    save_config(layout.config_path, RunConfig(workers=num_clients))
     round_dir = volume / "runs" / RUN_ID / "rounds"
     (round_dir / "round-000").mkdir(parents=True, exist_ok=True)
     start = round_dir / "round-000" / "global.h5"
@@ -60,8 +65,7 @@ def make_round(volume: Path, template: Path, num_clients: int) -> None:
 
 def measure(volume: Path, num_clients: int) -> tuple[float, float]:
     """(seconds, peak MiB) of one aggregator process."""
-    command = [sys.executable, "-m", "aggregator", "--volume", str(volume), "--run-id", RUN_ID,
-               "--round", "1", "--expect", str(num_clients)]
+    command = [sys.executable, "-m", "aggregator", "--volume", str(volume), "--run-id", RUN_ID, "--round", "1"]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)

@@ -57,17 +57,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from aggregator.__main__ import main as aggregator_main
     from evaluator.__main__ import main as evaluator_main
-    from splitter.__main__ import main as splitter_main
     from trainer.init import main as init_main
     from trainer.train import ClientTrainer
 
     with tempfile.TemporaryDirectory() as volume:
         layout = RunLayout(Path(volume), RUN_ID)
         run = ["--volume", volume, "--run-id", RUN_ID]
-        seeded_shards = ["--seed", str(args.seed), "--workers", str(args.workers)]
+        settings = ["--seed", str(args.seed), "--workers", str(args.workers), "--rounds", "1",
+                    "--batch-size", str(args.batch_size)]
         data = ["--data", str(args.data)]
-        steps = [init_main(run + seeded_shards + ["--rounds", "1"]), splitter_main(run + seeded_shards + data)]
-        if any(steps):
+        if init_main(run + settings + data):  # run.json, the initial model and the shards
             return 1
         epoch_seconds = time_epochs(layout, args.epochs, args.batch_size, args.seed)
 
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = ClientTrainer()
         examples = [trainer.train(layout, 1, worker, 1, args.batch_size, args.seed)["num_examples"]
                     for worker in range(args.workers)]
-        if aggregator_main(run + ["--round", "1", "--expect", str(args.workers)]):
+        if aggregator_main(run + ["--round", "1"]):  # the run's workers from run.json
             return 1
         metrics_path = Path(volume) / "metrics.json"
         if evaluator_main(run + ["--round", "1", "--output", str(metrics_path)] + data):
