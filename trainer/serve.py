@@ -37,9 +37,19 @@ from common.runconfig import RunConfig, load_config
 from common.sampling import read_sampled_clients
 from trainer.train import ClientTrainer, ProgressCallback
 
-# How long a trainer waits for the run to start or for its next round before giving up: longer than a round's
-# deadline (the coordinator's --round-timeout, 1800 s by default) plus its aggregation and a restart.
-DEFAULT_WAIT_TIMEOUT = 3600.0
+# A round's deadline, as the coordinator's --round-timeout (the workflow passes both the same parameter).
+DEFAULT_ROUND_TIMEOUT = 1800.0
+# Beyond two rounds' deadlines, what a trainer also allows the coordinator to aggregate or be started again.
+WAIT_MARGIN = 600.0
+
+
+def wait_timeout(round_timeout: float) -> float:
+    """How long a trainer waits for the run or its next round before giving up: a round that began may take its
+    whole deadline, and the trainer may have finished its share as the previous one began."""
+    return 2 * round_timeout + WAIT_MARGIN
+
+
+DEFAULT_WAIT_TIMEOUT = wait_timeout(DEFAULT_ROUND_TIMEOUT)
 
 Log = Callable[[str], None]
 
@@ -163,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", required=True, help="the run's directory name under runs/")
     parser.add_argument("--trainer", type=int, required=True, help="this trainer's number, 0 .. trainers-1")
     parser.add_argument("--trainers", type=int, required=True, help="how many trainers share the run's clients")
-    parser.add_argument("--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT,
-                        help=f"seconds to wait for the run or for a round to start (default {DEFAULT_WAIT_TIMEOUT:.0f})")
+    parser.add_argument("--round-timeout", type=float, default=DEFAULT_ROUND_TIMEOUT,
+                        help="the coordinator's --round-timeout; the trainer waits for a round to start at most twice "
+                        f"that plus {WAIT_MARGIN:.0f} s, then exits (default {DEFAULT_ROUND_TIMEOUT:.0f})")
     return parser
 
 
@@ -173,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.trainers < 1:
         raise ValueError(f"--trainers must be at least 1, got {args.trainers}")
-    if not args.wait_timeout > 0:
-        raise ValueError(f"--wait-timeout must be greater than 0, got {args.wait_timeout}")
+    if not args.round_timeout > 0:
+        raise ValueError(f"--round-timeout must be greater than 0, got {args.round_timeout}")
     layout = RunLayout(args.volume, args.run_id)
     from common.backend import start_backend
 
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     start_backend()  # once: TensorFlow (and CUDA) start here, not per client
     print(f"trainer {args.trainer} of {args.trainers}: ready in {time.monotonic() - started:.1f} s", flush=True)
     trainer = LongLivedTrainer(layout, args.trainer, args.trainers, log=lambda line: print(line, flush=True),
-                               wait_timeout=args.wait_timeout)
+                               wait_timeout=wait_timeout(args.round_timeout))
     try:
         trained = trainer.serve(on_round=argo_round_progress())
     except RunStopped as stopped:
