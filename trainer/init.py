@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def start_run(layout: RunLayout, config, data: Path) -> Path:
     """run.json, the initial model and the shards; idempotent (a finished part is checked, not redone)."""
+    if not layout.manifest_path.is_file() and not Path(data).is_file():
+        raise ValueError(f"--data {data}: file not found")
     path = initialize_run(layout, config)
     write_shards(layout, data, config.workers, config.split, config.alpha, config.seed)
     return path
@@ -57,6 +59,8 @@ def where_to_report(argv: list[str] | None) -> RunLayout | None:
 
 @user_errors("trainer.init")
 def main(argv: list[str] | None = None) -> int:
+    run = where_to_report(argv)
+    started_before = run is not None and run.config_path.is_file()  # never stop a run another init started
     try:
         args = build_parser().parse_args(argv)
         layout = RunLayout(args.volume, args.run_id)
@@ -66,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         path = start_run(layout, config, args.data or data_path(args.volume))
         if args.trainers_file is not None:
             write_text(args.trainers_file, str(min(args.trainers, config.clients_each_round)))
-    except (ValueError, SystemExit) as error:
-        # The run's other pods (coordinator, trainers) start beside this one and wait for its files: tell
-        # them the run will not start, so they exit now instead of at their deadline.
-        run = where_to_report(argv)
-        if run is not None and not run.global_model_path(0).is_file():  # never stop a run that had started
-            stop_run(run, f"init: {error}" if isinstance(error, ValueError) else "init: bad flags (its log says which)")
+    except (ValueError, OSError, SystemExit) as error:
+        # Whoever waits for this run's files (its coordinator and trainers) is told it will not start, so they
+        # exit now instead of at their deadline; --help (exit 0) is no failure.
+        if run is not None and not started_before and not (isinstance(error, SystemExit) and not error.code):
+            stop_run(run, "init: bad flags (its log says which)" if isinstance(error, SystemExit) else f"init: {error}")
         raise
     print(f"run {layout.run_id}: initial model at {path}, {config.workers} shards in {layout.shards_dir}")
     return 0

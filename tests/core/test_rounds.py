@@ -310,15 +310,12 @@ def test_init_never_stops_a_run_that_had_started(tiny_mnist, tmp_path, capsys):
     assert not (tmp_path / "trainers").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.init decides that a run 'had started' after start_run wrote its "
-                   "initial model, so a fresh run whose split fails leaves its waiting pods no stopped.json")
 def test_init_stops_a_fresh_run_whose_data_is_missing(tmp_path, capsys):
     assert init(tmp_path, "r", "--workers", "2", "--data", str(tmp_path / "missing.npz")) == 2
     assert "missing.npz: file not found" in capsys.readouterr().err
     assert stop_reason(RunLayout(tmp_path, "r")) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.init takes --help's SystemExit(0) for a failure and stops the run")
 def test_init_help_does_not_stop_the_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         init(tmp_path, "r", "--help")
