@@ -200,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainer.serve: the run was stopped: {stopped}", file=sys.stderr)
         return 0  # the coordinator reports why; retrying this trainer would change nothing
     except TimeoutError as error:
-        print(f"trainer.serve: error: {error}", file=sys.stderr)
+        # Nothing moved for longer than two rounds' deadlines: the coordinator is gone for good. Stopping the
+        # run lets the other trainers (and this one's retries) exit now instead of waiting as long again.
+        stop_run(layout, f"trainer {args.trainer}: {error}")
+        print(f"trainer.serve: error: {error}; stopped the run", file=sys.stderr)
         return 1
     print(f"trainer {args.trainer}: done, trained {trained} clients in {time.monotonic() - started:.1f} s", flush=True)
     return 0
