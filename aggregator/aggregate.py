@@ -303,12 +303,12 @@ def clients_of_round(
 
 
 def run_config(layout: RunLayout, expect: int) -> RunConfig:
-    """The run's configuration from ``run.json``; a run made without one is plain FedAvg over ``expect`` workers."""
+    """The run's configuration from ``run.json``, which must be of ``expect`` workers."""
     if not layout.config_path.exists():
-        return RunConfig(workers=expect)
+        raise ValueError(f"{layout.config_path}: no such run configuration; run `python -m trainer.init` first")
     config = load_config(layout.config_path)
     if config.workers != expect:
-        raise ValueError(f"--expect {expect}, but {layout.config_path} has {config.workers} workers")
+        raise ValueError(f"expected a run of {expect} workers, but {layout.config_path} has {config.workers}")
     return config
 
 
@@ -346,7 +346,7 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     if round_number < 1:
         raise ValueError(f"--round must be at least 1 (round 0 is the initial model), got {round_number}")
     if expect < 1:
-        raise ValueError(f"--expect must be at least 1, got {expect}")
+        raise ValueError(f"a round needs at least 1 worker, got {expect}")
     config = run_config(layout, expect)
     start_model = layout.global_model_path(round_number - 1)
     if not start_model.is_file():

@@ -122,7 +122,7 @@ def test_a_sampling_run_without_its_round_file_is_refused(sampled_round, capsys)
 
 def test_expect_must_match_the_runs_workers(sampled_round):
     # The command line reads the workers from run.json; the library function still checks its caller's count.
-    with pytest.raises(ValueError, match="--expect 2, but .* has 5 workers"):
+    with pytest.raises(ValueError, match="expected a run of 2 workers, but .* has 5"):
         aggregate_round(sampled_round, 1, 2)
     assert not sampled_round.global_model_path(1).exists()
 
