@@ -45,15 +45,21 @@ def timestamp(text: str) -> float:
 TRAINERS = 2  # the runner's default --parallelism on this 2-core machine, and the cluster's trainer pods
 
 
-def run_local(data: Path, rounds: int, workers: int, extra: list[str]) -> tuple[float, float]:
-    """Wall seconds of a local run and its p50 per-round overhead."""
+def accuracies(run_dir: Path) -> list[float]:
+    """The run's test accuracy per round, from its metrics.json files."""
+    return [json.loads(path.read_text())["accuracy"] for path in sorted(run_dir.glob("rounds/round-*/metrics.json"))]
+
+
+def run_local(data: Path, rounds: int, workers: int, extra: list[str]) -> tuple[float, float, list[float]]:
+    """Wall seconds of a local run, its p50 per-round overhead and its accuracy per round."""
     with tempfile.TemporaryDirectory() as volume:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "runner", "--volume", volume, "--data", str(data), "--rounds", str(rounds),
                         "--workers", str(workers), "--parallelism", str(TRAINERS), "--run-id", "local", *extra],
                        cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
-        return seconds, median_overhead(Path(volume) / "runs" / "local", min(TRAINERS, workers))
+        run_dir = Path(volume) / "runs" / "local"
+        return seconds, median_overhead(run_dir, min(TRAINERS, workers)), accuracies(run_dir)
 
 
 def kubectl_json(*args: str) -> dict:
@@ -145,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     kinds: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for pair in range(args.pairs):
         if not args.skip_local:
-            seconds, overhead = run_local(args.data, args.rounds, args.workers, extra)
+            seconds, overhead, local_accuracy = run_local(args.data, args.rounds, args.workers, extra)
             local.append(seconds)
             local_overhead.append(overhead)
         seconds, workflow, pods = run_cluster(args.rounds, args.workers, ["-p", f"clients-per-round={args.clients_per_round}"])
         cluster.append(seconds)
         name = workflow["metadata"]["name"]
         cluster_overhead.append(median_overhead(args.cluster_volume / "runs" / name, trainers))
+        cluster_accuracy = accuracies(args.cluster_volume / "runs" / name)
         pods_per_run.append(sum(node["type"] == "Pod" for node in workflow["status"]["nodes"].values()))
         sizes.append(len(json.dumps(workflow)))
         by_kind, no_pod = breakdown(workflow, pods)
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pair {pair + 1}: {local_text}cluster {cluster[-1]:.1f} s (overhead p50 {cluster_overhead[-1]:.2f} s; "
               f"{name}, {pods_per_run[-1]} pods, Workflow object {sizes[-1] / 1024:.0f} KiB, "
               f"{no_pod:.0f} s without a pod)", flush=True)
+        same = "" if args.skip_local else f"; the same as local: {cluster_accuracy == local_accuracy}"
+        print(f"  accuracy per round: {', '.join(f'{100 * value:.2f}' for value in cluster_accuracy)}{same}", flush=True)
     cluster_median = statistics.median(cluster)
     if local:
         local_median = statistics.median(local)
