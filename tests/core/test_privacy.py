@@ -84,6 +84,16 @@ def test_a_retried_private_round_is_exact_and_the_seed_stays_off_the_public_fact
     assert "noise_seed" not in json.dumps(round_facts(layout, 1))
 
 
+def test_two_runs_with_the_same_seed_draw_different_noise(tmp_path, monkeypatch):
+    first = three_clients(tmp_path / "a", monkeypatch, noise_multiplier=1.0)
+    second = three_clients(tmp_path / "b", monkeypatch, noise_multiplier=1.0)
+    assert aggregate(first) == 0 and aggregate(second) == 0
+    seeds = [json.loads(layout.round_record_path(1).read_text())["privacy"]["noise_seed"] for layout in (first, second)]
+    # The noise seed comes from the OS, not the run's public seed: nobody can regenerate and subtract it.
+    assert seeds[0] != seeds[1]
+    assert not np.array_equal(global_weights(first)["w"], global_weights(second)["w"])
+
+
 def direct_epsilon(event, relation, delta):
     accountant = rdp.RdpAccountant(neighboring_relation=relation)
     accountant.compose(event)
