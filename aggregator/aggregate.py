@@ -25,6 +25,7 @@ from aggregator.krum import (
     pairwise_squared_distances,
 )
 from aggregator.privacy import (
+    NEIGHBOURING_RELATION,
     clip_for_round,
     clip_update,
     epsilon_after,
@@ -197,6 +198,9 @@ def private_mean_of_clients(
     returns the noisy model (float64), the examples seen and what the round's record keeps of it."""
     rng = np.random.default_rng(noise_seed)
     num_clients = len(client_paths)
+    # The fixed, public count of clients a round samples, not those that finished: replacing one user then moves
+    # the average by at most 2 * clip / K whoever else failed, and the noise below is calibrated to exactly that.
+    denominator = config.clients_each_round
     update_sums = {name: np.zeros(shape) for name, shape in check.shapes.items()}
     total_examples = unclipped = 0
     for path in client_paths:
@@ -210,7 +214,8 @@ def private_mean_of_clients(
         unclipped += norm <= clip
         for name, array in clipped.items():
             update_sums[name] += array
-    privacy = {"clip": clip, "noise_multiplier": config.dp_noise_multiplier, "noise_seed": noise_seed}
+    privacy = {"clip": clip, "noise_multiplier": config.dp_noise_multiplier, "noise_seed": noise_seed,
+               "relation": NEIGHBOURING_RELATION, "denominator": denominator}
     noise_multiplier = config.dp_noise_multiplier
     if config.dp_clip == "adaptive":
         stddev = config.dp_clipped_count_stddev
@@ -221,11 +226,11 @@ def private_mean_of_clients(
             noisy_unclipped_fraction=noisy_fraction,
             next_clip=next_clip_norm(clip, noisy_fraction, config.dp_target_quantile, config.dp_clip_learning_rate),
         )
-    noise_stddev = noise_multiplier * clip / num_clients
+    noise_stddev = noise_multiplier * clip / denominator
     noise = gaussian_noise(check.shapes, noise_stddev, rng) if noise_stddev > 0 else {}
     privacy.update(update_noise_multiplier=noise_multiplier, noise_stddev=noise_stddev)
     combined = {
-        name: start_weights[name] + update_sums[name] / num_clients + noise.get(name, 0.0) for name in update_sums
+        name: start_weights[name] + update_sums[name] / denominator + noise.get(name, 0.0) for name in update_sums
     }
     return combined, total_examples, privacy
 

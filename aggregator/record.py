@@ -34,7 +34,7 @@ def public_round_facts(record: dict) -> dict:
     facts: dict = {"clients": len(record["clients"]), "missing": record.get("missing", [])}
     privacy = record.get("privacy")
     if privacy:
-        facts["privacy"] = {key: privacy[key] for key in ("epsilon", "delta", "clip", "noise_multiplier") if key in privacy}
+        facts["privacy"] = {key: privacy[key] for key in ("epsilon", "delta", "clip", "noise_multiplier", "relation") if key in privacy}
     return facts
 
 

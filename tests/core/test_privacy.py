@@ -100,25 +100,44 @@ def direct_epsilon(event, relation, delta):
     return accountant.get_epsilon(delta)
 
 
+REPLACE_ONE = dp_accounting.NeighboringRelation.REPLACE_ONE
+
+
 def test_epsilon_is_dp_accounting_s_for_every_client_each_round(tmp_path, monkeypatch):
     layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.1, dp_delta=1e-3)
     assert aggregate(layout) == 0
-    recorded = json.loads(layout.round_record_path(1).read_text())["privacy"]["epsilon"]
-    expected = direct_epsilon(dp_accounting.GaussianDpEvent(1.1), dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, 1e-3)
-    assert recorded == pytest.approx(expected, rel=1e-9)
+    privacy = json.loads(layout.round_record_path(1).read_text())["privacy"]
+    # Replace-one, as every DP run: replacing a user moves the clipped sum by 2S, so the multiplier is z / 2.
+    expected = direct_epsilon(dp_accounting.GaussianDpEvent(0.55), REPLACE_ONE, 1e-3)
+    assert privacy["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert privacy["relation"] == "replace-one user-level"
 
 
-def test_epsilon_is_dp_accounting_s_for_k_of_n_over_rounds(tmp_path):
+def test_epsilon_is_dp_accounting_s_for_k_of_n_over_rounds():
     from aggregator.privacy import epsilon_after
 
     config = RunConfig(workers=1000, clients_per_round=100, dp_clip=0.5, dp_noise_multiplier=1.0, dp_delta=1e-3)
-    # Replacing one user moves the clipped sum by twice the clip norm: the Gaussian's multiplier is z / 2.
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.SampledWithoutReplacementDpEvent(1000, 100, dp_accounting.GaussianDpEvent(0.5)), 30
     )
-    expected = direct_epsilon(event, dp_accounting.NeighboringRelation.REPLACE_ONE, 1e-3)
+    expected = direct_epsilon(event, REPLACE_ONE, 1e-3)
     assert epsilon_after(config, 30) == pytest.approx(expected, rel=1e-9)
     assert epsilon_after(config, 10) < epsilon_after(config, 30)
+
+
+def test_sampling_fewer_clients_never_reports_a_larger_epsilon_than_training_all():
+    from aggregator.privacy import epsilon_after
+
+    settings = {"workers": 1000, "dp_clip": 0.5, "dp_noise_multiplier": 1.0, "dp_delta": 1e-3}
+    every_client = direct_epsilon(
+        dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(0.5), 30), REPLACE_ONE, 1e-3
+    )
+    almost_all = direct_epsilon(dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(1000, 999, dp_accounting.GaussianDpEvent(0.5)), 30
+    ), REPLACE_ONE, 1e-3)
+    assert almost_all > every_client  # the amplified bound alone would report more (146.5 against 98.7)
+    assert epsilon_after(RunConfig(**settings), 30) == pytest.approx(every_client, rel=1e-9)
+    assert epsilon_after(RunConfig(**settings, clients_per_round=999), 30) == pytest.approx(every_client, rel=1e-9)
 
 
 def test_adaptive_clipping_moves_toward_its_quantile():
@@ -183,3 +202,19 @@ def test_bad_settings_are_refused_in_one_line(flags, message, capsys, tmp_path):
     assert status == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1, error
+
+
+def test_a_partial_private_round_divides_by_the_fixed_sampled_count(tmp_path, monkeypatch):
+    import tests.core.fl_rounds as rounds
+
+    monkeypatch.setattr(rounds, "SHAPES", {"w": (4,)})
+    layout = start_round(tmp_path, RunConfig(workers=4, min_clients=3, dp_clip=2.0, dp_noise_multiplier=0.0),
+                         start={"w": np.zeros(4, np.float32)})
+    for worker in (0, 1, 3):  # worker 2 never finished
+        write_client(layout, 1, worker, {"w": np.eye(4, dtype=np.float32)[worker] * (worker + 1)})
+    assert aggregate(layout) == 0
+    # Updates e0, 2 e1, 4 e3 clipped to e0, 2 e1, 2 e3, summed and divided by the 4 sampled, not the 3 finished:
+    # the sensitivity stays 2S / K whoever failed.
+    np.testing.assert_allclose(global_weights(layout)["w"], np.array([1, 2, 0, 2]) / 4, rtol=1e-6)
+    record = json.loads(layout.round_record_path(1).read_text())
+    assert record["clients"] == [0, 1, 3] and record["privacy"]["denominator"] == 4
