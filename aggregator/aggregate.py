@@ -31,6 +31,7 @@ from aggregator.privacy import (
     epsilon_after,
     gaussian_noise,
     next_clip_norm,
+    rounds_within_budget,
     update_noise_multiplier,
 )
 from aggregator.record import read_round_record, write_round_record
@@ -353,6 +354,7 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     if expect < 1:
         raise ValueError(f"--expect must be at least 1, got {expect}")
     config = run_config(layout, expect)
+    check_within_budget(config, round_number)
     start_model = layout.global_model_path(round_number - 1)
     if not start_model.is_file():
         raise ValueError(f"{start_model}: the round's starting model is missing")
@@ -421,6 +423,18 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     output = {name: np.asarray(array).astype(check.dtypes[name], copy=False) for name, array in new_weights.items()}
     write_averaged_model(start_model, layout.global_model_path(round_number), output, summary)
     return {**summary, **record, "workers": clients}
+
+
+def check_within_budget(config: RunConfig, round_number: int) -> None:
+    """Refuse a round past the run's epsilon budget: it is never aggregated, whoever drives the rounds."""
+    if config.dp_epsilon_budget is None:
+        return
+    last_round = rounds_within_budget(config)
+    if round_number > last_round:
+        raise ValueError(
+            f"round {round_number} would exceed the run's dp-epsilon-budget {config.dp_epsilon_budget:g} "
+            f"(epsilon {epsilon_after(config, round_number):.3g}); the last round within it is {last_round}"
+        )
 
 
 def previous_next_clip(layout: RunLayout, config: RunConfig, round_number: int) -> float | None:

@@ -106,3 +106,31 @@ def epsilon_after(config: RunConfig, rounds: int) -> float:
         accountant.compose(event)
         epsilons.append(float(accountant.get_epsilon(config.dp_delta)))
     return min(epsilons)
+
+
+def rounds_within_budget(config: RunConfig) -> int:
+    """How many of the run's rounds fit ``config.dp_epsilon_budget`` (all of them without a budget); 0 if none."""
+    if config.dp_epsilon_budget is None:
+        return config.rounds
+    # Epsilon grows with the rounds: binary search for the last round at or under the budget (each call is an
+    # accountant run, up to 0.2 s for a sampled event).
+    low, high = 0, config.rounds
+    while low < high:
+        middle = (low + high + 1) // 2
+        if epsilon_after(config, middle) <= config.dp_epsilon_budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def last_round_within_budget(config: RunConfig) -> int:
+    """The last round to train under the run's epsilon budget (``config.rounds`` without one); a ValueError if
+    even round 1 exceeds it. What a coordinator of the rounds (local runner, cluster) calls before it starts."""
+    rounds = rounds_within_budget(config)
+    if rounds == 0:
+        raise ValueError(
+            f"dp-epsilon-budget {config.dp_epsilon_budget:g} is below round 1's epsilon "
+            f"{epsilon_after(config, 1):.3g} at delta {config.dp_delta:.3g}: raise the budget or the noise multiplier"
+        )
+    return rounds

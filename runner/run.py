@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aggregator.aggregate import aggregate_round
+from aggregator.privacy import epsilon_after, last_round_within_budget
 from aggregator.record import round_facts
 from common.atomic import read_json, write_json
 from common.layout import RunLayout, model_version_dir
@@ -275,6 +276,7 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
     """The whole local pipeline; returns a summary. Steps whose outputs exist are skipped (resume)."""
     started = time.monotonic()
     layout = RunLayout(options.volume, run_id)
+    last_round = last_round_within_budget(config)  # known before training: epsilon depends on z, K, N, r, delta
     console.print(f"[bold]run[/bold] {run_id} in {layout.run_dir}")
     progress_queue = make_progress_queue()
     workers = WorkerPool(min(options.parallelism, config.workers), progress_queue)
@@ -286,7 +288,7 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
         write_shards(layout, options.data, config.workers, config.split, config.alpha, config.seed)
         remove_abandoned_temporaries(layout)
         with LiveProgress(console, config, progress_queue) as live:
-            for round_number in range(1, config.rounds + 1):
+            for round_number in range(1, last_round + 1):
                 done_before = layout.metrics_path(round_number).is_file()
                 if done_before:
                     metrics = read_json(layout.metrics_path(round_number))
@@ -308,7 +310,9 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
                     console.print(f"  went on without worker {entry['worker']}: {entry['reason']}", markup=False)
     finally:
         workers.close()
-    version, is_new = publish(layout, config.rounds, options.min_accuracy)
+    if last_round < config.rounds:
+        console.print(budget_stop_line(config, last_round), markup=False)
+    version, is_new = publish(layout, last_round, options.min_accuracy)
     return {
         "run_id": run_id,
         "history": history,
@@ -318,6 +322,15 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
         "newly_published": is_new,
         "model_dir": model_version_dir(options.volume, version),
     }
+
+
+def budget_stop_line(config: RunConfig, last_round: int) -> str:
+    """The line that says the epsilon budget stopped the run, and where."""
+    return (
+        f"dp-epsilon-budget {config.dp_epsilon_budget:g} stopped the run at round {last_round} of {config.rounds}: "
+        f"epsilon {epsilon_after(config, last_round):.3g}, round {last_round + 1} would reach "
+        f"{epsilon_after(config, last_round + 1):.3g} at delta {config.dp_delta:.3g}"
+    )
 
 
 def print_summary(console: Console, summary: dict) -> None:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from aggregator.privacy import last_round_within_budget
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from common.runconfig import add_config_arguments, config_from_arguments
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
-    path = initialize_run(layout, config_from_arguments(args))
+    config = config_from_arguments(args)
+    last_round_within_budget(config)  # a budget that round 1 already exceeds is refused before anything is written
+    path = initialize_run(layout, config)
     print(f"run {layout.run_id}: initial model at {path}")
     return 0
 

@@ -193,6 +193,10 @@ def test_adaptive_clipping_carries_its_norm_from_round_to_round(tmp_path, monkey
     (["--min-clients", "4"], "min-clients must be at most the clients of a round (3), got 4"),
     (["--aggregation", "krum", "--byzantine-clients", "1"], "needs more than 4 clients per round"),
     (["--aggregation", "krum", "--byzantine-clients", "x"], "expected a whole number or 'default'"),
+    (["--dp-epsilon-budget", "5"], "dp-epsilon-budget: only with dp-clip"),
+    (["--dp-clip", "1", "--dp-epsilon-budget", "5"], "dp-epsilon-budget needs dp-noise-multiplier above 0"),
+    (["--dp-clip", "1", "--dp-noise-multiplier", "1", "--dp-epsilon-budget", "0"], "dp-epsilon-budget must be greater than 0"),
+    (["--dp-clip", "1", "--dp-epsilon-budget", "lots"], "expected a number or 'none'"),
 ])
 def test_bad_settings_are_refused_in_one_line(flags, message, capsys, tmp_path):
     try:
@@ -218,3 +222,61 @@ def test_a_partial_private_round_divides_by_the_fixed_sampled_count(tmp_path, mo
     np.testing.assert_allclose(global_weights(layout)["w"], np.array([1, 2, 0, 2]) / 4, rtol=1e-6)
     record = json.loads(layout.round_record_path(1).read_text())
     assert record["clients"] == [0, 1, 3] and record["privacy"]["denominator"] == 4
+
+
+def test_the_budget_stops_before_the_round_that_would_exceed_it():
+    from aggregator.privacy import epsilon_after, last_round_within_budget, rounds_within_budget
+
+    settings = {"workers": 1000, "clients_per_round": 100, "rounds": 30, "dp_clip": 0.5, "dp_noise_multiplier": 1.0,
+                "dp_delta": 1e-3}
+    unlimited = RunConfig(**settings)
+    epsilons = {rounds - 1: epsilon_after(unlimited, rounds) for rounds in (1, 12, 13)}
+    budget = (epsilons[11] + epsilons[12]) / 2  # between rounds 12 and 13
+    config = RunConfig(**settings, dp_epsilon_budget=budget)
+    assert rounds_within_budget(config) == last_round_within_budget(config) == 12
+    assert rounds_within_budget(RunConfig(**settings, dp_epsilon_budget=epsilons[11])) == 12  # at the budget: kept
+    assert rounds_within_budget(RunConfig(**settings, dp_epsilon_budget=1e6)) == 30
+    assert rounds_within_budget(unlimited) == last_round_within_budget(unlimited) == 30
+    too_small = RunConfig(**settings, dp_epsilon_budget=epsilons[0] / 2)
+    assert rounds_within_budget(too_small) == 0
+    with pytest.raises(ValueError, match="below round 1's epsilon"):
+        last_round_within_budget(too_small)
+
+
+def test_the_aggregator_refuses_a_round_past_the_budget(tmp_path, monkeypatch):
+    from aggregator.privacy import epsilon_after
+
+    epsilon = epsilon_after(RunConfig(workers=3, dp_clip=2.0, dp_noise_multiplier=1.0), 1)
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0, dp_epsilon_budget=epsilon * 1.01)
+    assert aggregate(layout) == 0
+    for worker in range(3):
+        write_client(layout, 2, worker, global_weights(layout), num_examples=100)
+    assert aggregate(layout, round_number=2) == 2
+    assert not layout.global_model_path(2).exists()
+
+
+def test_a_budget_below_round_one_is_refused_before_the_run_starts(tmp_path, capsys):
+    status = runner_main(["--volume", str(tmp_path), "--dp-clip", "1", "--dp-noise-multiplier", "0.5",
+                          "--dp-epsilon-budget", "0.1"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "below round 1's epsilon" in error and error.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_runner_stops_at_the_budget_and_publishes_the_last_round_within_it(tmp_path, tiny_mnist, capsys):
+    from aggregator.privacy import epsilon_after
+
+    settings = {"workers": 2, "rounds": 3, "dp_clip": 1.0, "dp_noise_multiplier": 4.0, "dp_delta": 1e-3}
+    budget = (epsilon_after(RunConfig(**settings), 2) + epsilon_after(RunConfig(**settings), 3)) / 2
+    volume = tmp_path / "volume"
+    status = runner_main(["--volume", str(volume), "--data", str(tiny_mnist), "--workers", "2", "--rounds", "3",
+                          "--batch-size", "100", "--parallelism", "1", "--run-id", "budget", "--dp-clip", "1",
+                          "--dp-noise-multiplier", "4", "--dp-delta", "1e-3", "--dp-epsilon-budget", str(budget)])
+    assert status == 0
+    output = capsys.readouterr().out
+    assert f"dp-epsilon-budget {budget:g} stopped the run at round 2 of 3" in output
+    runs = volume / "runs" / "budget" / "rounds"
+    assert (runs / "round-002" / "global.h5").is_file() and not (runs / "round-003").exists()
+    info = json.loads((volume / "models" / "mnist" / "1" / "info.json").read_text())
+    assert info["round"] == 2 and info["privacy"]["epsilon"] <= budget
