@@ -22,7 +22,7 @@ from rich.table import Table
 
 from aggregator.aggregate import aggregate_round
 from aggregator.privacy import epsilon_after, last_round_within_budget
-from aggregator.record import round_facts
+from aggregator.record import missing_count, round_facts
 from common.atomic import read_json, write_json
 from common.layout import RunLayout, model_version_dir
 from common.modelfile import read_file_metadata, sha256_of_file
@@ -306,8 +306,13 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
                     f"round {round_number}/{config.rounds}: test accuracy {metrics['accuracy']:.4f}, "
                     f"loss {metrics['loss']:.4f} ({timing}){' (done before)' if done_before else ''}"
                 )
-                for entry in metrics.get("missing", []):
-                    console.print(f"  went on without worker {entry['worker']}: {entry['reason']}", markup=False)
+                missing = metrics.get("missing", [])
+                if isinstance(missing, int):  # under DP the public facts count the missing, never name them
+                    if missing:
+                        console.print(f"  went on without {missing} of its sampled clients", markup=False)
+                else:
+                    for entry in missing:
+                        console.print(f"  went on without worker {entry['worker']}: {entry['reason']}", markup=False)
     finally:
         workers.close()
     if last_round < config.rounds:
@@ -341,7 +346,7 @@ def print_summary(console: Console, summary: dict) -> None:
     table.add_column("test loss", justify="right")
     table.add_column("seconds", justify="right")
     history = summary["history"]
-    partial = any(row.get("missing") for row in history)
+    partial = any(missing_count(row.get("missing", [])) for row in history)
     private = any(row.get("privacy") for row in history)
     if partial:
         table.add_column("clients (missing)", justify="right")
@@ -351,8 +356,12 @@ def print_summary(console: Console, summary: dict) -> None:
     for row in history:
         cells = [str(row["round"]), f"{row['accuracy']:.4f}", f"{row['loss']:.4f}", f"{row['seconds']:.1f}"]
         if partial:
-            missing = [entry["worker"] for entry in row.get("missing", [])]
-            cells.append(f"{row.get('clients')}" + (f" ({', '.join(map(str, missing))})" if missing else ""))
+            missing = row.get("missing", [])
+            if isinstance(missing, int):
+                named = f" ({missing} missing)" if missing else ""
+            else:
+                named = f" ({', '.join(str(entry['worker']) for entry in missing)})" if missing else ""
+            cells.append(f"{row.get('clients')}{named}")
         if private:
             privacy = row.get("privacy") or {}
             epsilon = privacy.get("epsilon")

@@ -10,6 +10,7 @@ import pytest
 from dp_accounting import rdp
 
 from aggregator.privacy import clip_update, next_clip_norm
+from common.atomic import write_json
 from common.runconfig import RunConfig
 from runner.__main__ import main as runner_main
 from tests.core.fl_rounds import aggregate, global_weights, start_round, write_client
@@ -222,6 +223,26 @@ def test_a_partial_private_round_divides_by_the_fixed_sampled_count(tmp_path, mo
     np.testing.assert_allclose(global_weights(layout)["w"], np.array([1, 2, 0, 2]) / 4, rtol=1e-6)
     record = json.loads(layout.round_record_path(1).read_text())
     assert record["clients"] == [0, 1, 3] and record["privacy"]["denominator"] == 4
+    assert record["missing"] == [{"worker": 2, "reason": "no client model: its trainer failed or did not finish"}]
+
+
+def test_public_facts_of_a_private_round_count_the_missing_and_never_name_them(tmp_path, monkeypatch, capsys):
+    from aggregator.record import round_facts
+    from evaluator.summary import main as summary_main
+
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0, min_clients=2)
+    layout.client_model_path(1, 1).unlink()
+    write_json(layout.client_failure_path(1, 1), {"worker": 1, "round": 1, "reason": "failed 2 times: OSError: shard"})
+    assert aggregate(layout) == 0
+    assert "went on without 1 of its sampled clients" in capsys.readouterr().out
+    facts = round_facts(layout, 1)
+    assert facts["clients"] == 2 and facts["missing"] == 1
+    assert "shard" not in json.dumps(facts) and "worker" not in json.dumps(facts)
+    write_json(layout.metrics_path(1), {"accuracy": 0.5, "loss": 1.0, **facts})
+    assert summary_main(["--volume", str(tmp_path), "--run-id", layout.run_id]) == 0
+    assert json.loads(layout.summary_path.read_text())["missing_clients"] == 1
+    # The names and reasons stay in the round's record on the volume.
+    assert json.loads(layout.round_record_path(1).read_text())["missing"][0]["worker"] == 1
 
 
 def test_the_budget_stops_before_the_round_that_would_exceed_it():
