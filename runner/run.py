@@ -263,6 +263,9 @@ def complete_round(
         started = time.monotonic()
         aggregate_round(layout, round_number, config.workers)
         seconds["aggregate"] = time.monotonic() - started
+    elif config.dp_clip is not None:
+        # Resumed after a crash between the global model and the deletion of the raw updates: finish that.
+        aggregate_round(layout, round_number, config.workers)
     started = time.monotonic()
     model_path = layout.global_model_path(round_number)
     metrics = workers.run(f"the accuracy test of round {round_number}", evaluate_in_pool, str(model_path), str(data))

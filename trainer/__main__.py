@@ -10,7 +10,7 @@ from common.backend import configure_backend
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from common.runconfig import RunConfig
-from trainer.train import ClientTrainer, argo_progress_writer
+from trainer.train import ClientTrainer, argo_progress_writer, run_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = RunLayout(args.volume, args.run_id)
+    if run_config(layout).dp_clip is not None and layout.global_model_path(args.round).is_file():
+        # A trainer retried after its round was aggregated: under DP the raw updates are deleted, never remade.
+        print(f"round {args.round} worker {args.worker}: the round is aggregated already; not trained again")
+        return 0
     configure_backend()
     result = ClientTrainer().train(
         layout, args.round, args.worker, args.epochs, args.batch_size, args.seed, progress=argo_progress_writer()

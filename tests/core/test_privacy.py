@@ -13,7 +13,8 @@ from aggregator.privacy import clip_update, next_clip_norm
 from common.atomic import write_json
 from common.runconfig import RunConfig
 from runner.__main__ import main as runner_main
-from tests.core.fl_rounds import aggregate, global_weights, start_round, write_client
+from common.modelfile import sha256_of_file
+from tests.core.fl_rounds import SHAPES, aggregate, global_weights, start_round, write_client
 
 BIG = {"w": (400, 500)}  # 200,000 coordinates: enough to measure the noise's standard deviation
 
@@ -74,8 +75,13 @@ def test_the_noise_has_standard_deviation_z_clip_over_clients(tmp_path, monkeypa
 
 
 def test_a_retried_private_round_is_exact_and_the_seed_stays_off_the_public_facts(tmp_path, monkeypatch):
+    import aggregator.aggregate as aggregate_module
+
     layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0)
-    assert aggregate(layout) == 0
+    with monkeypatch.context() as crash:
+        # The first attempt dies after its global model, before it deleted the client updates; the model is lost.
+        crash.setattr(aggregate_module, "discard_client_updates", lambda layout, round_number: None)
+        assert aggregate(layout) == 0
     first = global_weights(layout)
     layout.global_model_path(1).unlink()
     assert aggregate(layout) == 0
@@ -291,13 +297,62 @@ def test_the_runner_stops_at_the_budget_and_publishes_the_last_round_within_it(t
     settings = {"workers": 2, "rounds": 3, "dp_clip": 1.0, "dp_noise_multiplier": 4.0, "dp_delta": 1e-3}
     budget = (epsilon_after(RunConfig(**settings), 2) + epsilon_after(RunConfig(**settings), 3)) / 2
     volume = tmp_path / "volume"
-    status = runner_main(["--volume", str(volume), "--data", str(tiny_mnist), "--workers", "2", "--rounds", "3",
-                          "--batch-size", "100", "--parallelism", "1", "--run-id", "budget", "--dp-clip", "1",
-                          "--dp-noise-multiplier", "4", "--dp-delta", "1e-3", "--dp-epsilon-budget", str(budget)])
-    assert status == 0
+    arguments = ["--volume", str(volume), "--data", str(tiny_mnist), "--workers", "2", "--rounds", "3",
+                 "--batch-size", "100", "--parallelism", "1", "--run-id", "budget", "--dp-clip", "1",
+                 "--dp-noise-multiplier", "4", "--dp-delta", "1e-3", "--dp-epsilon-budget", str(budget)]
+    assert runner_main(arguments) == 0
     output = capsys.readouterr().out
     assert f"dp-epsilon-budget {budget:g} stopped the run at round 2 of 3" in output
     runs = volume / "runs" / "budget" / "rounds"
     assert (runs / "round-002" / "global.h5").is_file() and not (runs / "round-003").exists()
     info = json.loads((volume / "models" / "mnist" / "1" / "info.json").read_text())
     assert info["round"] == 2 and info["privacy"]["epsilon"] <= budget
+    assert not list(runs.glob("round-*/client-*.h5"))  # under DP the raw updates are gone once a round is done
+    # The same command again resumes: nothing retrained (no client files to need), nothing republished.
+    assert runner_main(arguments) == 0
+    output = capsys.readouterr().out
+    assert "round 2/3: " in output and "(done before)" in output and "already published as version 1" in output
+
+
+def test_a_retried_aggregation_whose_client_file_changed_is_refused(tmp_path, monkeypatch, capsys):
+    import aggregator.aggregate as aggregate_module
+
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0)
+
+    def crash(*arguments):
+        raise OSError("the pod died before its global model was written")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(aggregate_module, "write_averaged_model", crash)
+        assert aggregate(layout) != 0
+    capsys.readouterr()
+    record = json.loads(layout.round_record_path(1).read_text())
+    assert set(record["client_sha256"]) == {"client-000.h5", "client-001.h5", "client-002.h5"}
+    # Worker 1's file is replaced (same run, round and start model, other weights) before the retry.
+    write_client(layout, 1, 1, {"w": np.full((2, 2), 7.0, np.float32)})
+    assert aggregate(layout) == 2
+    error = capsys.readouterr().err
+    assert "['client-001.h5'] differ from those this round's record combined" in error and error.count("\n") == 1
+    assert not layout.global_model_path(1).exists()
+
+
+def test_a_private_round_deletes_its_raw_updates_and_a_retry_needs_none(tmp_path, monkeypatch, capsys):
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0)
+    hashes = {f"client-00{worker}.h5": sha256_of_file(layout.client_model_path(1, worker)) for worker in range(3)}
+    assert aggregate(layout) == 0
+    assert not list(layout.round_dir(1).glob("client-*.h5"))
+    assert json.loads(layout.round_record_path(1).read_text())["client_sha256"] == hashes
+    first = layout.global_model_path(1).read_bytes()
+    # A trainer retried late writes its update again; the retried aggregation keeps the model and deletes it.
+    write_client(layout, 1, 0, {"w": np.zeros((2, 2), np.float32)})
+    assert aggregate(layout) == 0
+    assert layout.global_model_path(1).read_bytes() == first and not layout.client_model_path(1, 0).exists()
+    assert "of 3 clients" in capsys.readouterr().out
+
+
+def test_without_dp_the_client_updates_stay(tmp_path):
+    layout = start_round(tmp_path, RunConfig(workers=2))
+    for worker in range(2):
+        write_client(layout, 1, worker, {name: np.ones(shape, np.float32) for name, shape in SHAPES.items()})
+    assert aggregate(layout) == 0
+    assert len(list(layout.round_dir(1).glob("client-*.h5"))) == 2
