@@ -35,7 +35,8 @@ def three_clients(volume, monkeypatch, noise_multiplier, shapes=None, **settings
 
     shapes = shapes or {"w": (2, 2)}
     monkeypatch.setattr(rounds, "SHAPES", shapes)
-    layout = start_round(volume, RunConfig(workers=3, dp_clip=2.0, dp_noise_multiplier=noise_multiplier, **settings),
+    settings = {"dp_clip": 2.0, **settings}
+    layout = start_round(volume, RunConfig(workers=3, dp_noise_multiplier=noise_multiplier, **settings),
                          start={name: np.ones(shape, np.float32) for name, shape in shapes.items()})
     for worker, norm in enumerate((1.0, 2.0, 4.0)):
         weights = {}
@@ -172,6 +173,31 @@ def test_adaptive_clipping_carries_its_norm_from_round_to_round(tmp_path, monkey
         write_client(layout, 2, worker, global_weights(layout), num_examples=100)
     assert aggregate(layout, round_number=2) == 0
     assert json.loads(layout.round_record_path(2).read_text())["privacy"]["clip"] == first["next_clip"]
+
+
+def test_adaptive_clipping_with_count_noise_splits_the_budget_and_draws_both_noises(tmp_path, monkeypatch):
+    from aggregator.privacy import update_noise_multiplier
+
+    layout = three_clients(tmp_path, monkeypatch, noise_multiplier=1.0, shapes=BIG, dp_clip="adaptive",
+                           dp_initial_clip=2.0, dp_clipped_count_stddev=2.0)
+    assert aggregate(layout) == 0
+    privacy = json.loads(layout.round_record_path(1).read_text())["privacy"]
+    # Andrew et al.'s split: the updates get (z^-2 - (2 sigma_b)^-2)^-1/2 = (1 - 1/16)^-1/2 of the budget.
+    split = (1.0 - 1 / 16) ** -0.5
+    assert update_noise_multiplier(1.0, 2.0) == pytest.approx(split)
+    assert privacy["update_noise_multiplier"] == pytest.approx(split)
+    assert privacy["noise_stddev"] == pytest.approx(split * 2.0 / 3)
+    # Replay the recorded seed: first the count's noise (sigma_b = 2) on the 2 unclipped of 3 (norms 1, 2 <= 2),
+    # then the updates' noise. Both must be drawn, in this order, from the one secret stream.
+    rng = np.random.default_rng(privacy["noise_seed"])
+    count_noise = rng.normal(0.0, 2.0)
+    assert count_noise != 0 and privacy["noisy_unclipped_fraction"] == pytest.approx((2 + count_noise) / 3)
+    assert privacy["next_clip"] == pytest.approx(2.0 * math.exp(-0.2 * ((2 + count_noise) / 3 - 0.5)))
+    clipped_mean = np.zeros(BIG["w"])
+    clipped_mean.flat[0], clipped_mean.flat[1], clipped_mean.flat[2] = 1 / 3, 2 / 3, 2 / 3
+    noise = global_weights(layout)["w"].astype(np.float64) - 1 - clipped_mean
+    replay = rng.normal(0.0, split * 2.0 / 3, size=BIG["w"])
+    np.testing.assert_allclose(noise, replay, atol=1e-5)
 
 
 @pytest.mark.parametrize("flags, message", [
