@@ -477,11 +477,11 @@ def check_within_budget(config: RunConfig, round_number: int) -> None:
     """Refuse a round past the run's epsilon budget: it is never aggregated, whoever drives the rounds."""
     if config.dp_epsilon_budget is None:
         return
-    last_round = rounds_within_budget(config)
-    if round_number > last_round:
+    epsilon = epsilon_after(config, round_number)  # grows with the rounds: one look is enough
+    if epsilon > config.dp_epsilon_budget:
         raise ValueError(
             f"round {round_number} would exceed the run's dp-epsilon-budget {config.dp_epsilon_budget:g} "
-            f"(epsilon {epsilon_after(config, round_number):.3g}); the last round within it is {last_round}"
+            f"(epsilon {epsilon:.3g}); the last round within it is {rounds_within_budget(config)}"
         )
 
 

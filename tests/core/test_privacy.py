@@ -333,6 +333,9 @@ def test_the_runner_stops_at_the_budget_and_publishes_the_last_round_within_it(t
     assert (runs / "round-002" / "global.h5").is_file() and not (runs / "round-003").exists()
     info = json.loads((volume / "models" / "mnist" / "1" / "info.json").read_text())
     assert info["round"] == 2 and info["privacy"]["epsilon"] <= budget
+    assert info["privacy"]["relation"] == "replace-one user-level" and info["config"]["dp_epsilon_budget"] == budget
+    assert [entry["privacy"]["epsilon"] for entry in info["history"]] == pytest.approx(
+        [epsilon_after(RunConfig(**settings), rounds) for rounds in (1, 2)])
     assert not list(runs.glob("round-*/client-*.h5"))  # under DP the raw updates are gone once a round is done
     # The same command again resumes: nothing retrained (no client files to need), nothing republished.
     assert runner_main(arguments) == 0
