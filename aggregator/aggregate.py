@@ -25,11 +25,13 @@ from aggregator.krum import (
     pairwise_squared_distances,
 )
 from aggregator.privacy import (
+    NEIGHBOURING_RELATION,
     clip_for_round,
     clip_update,
     epsilon_after,
     gaussian_noise,
     next_clip_norm,
+    rounds_within_budget,
     update_noise_multiplier,
 )
 from aggregator.record import read_round_record, write_round_record
@@ -40,6 +42,7 @@ from common.atomic import read_json
 from common.layout import RunLayout
 from common.modelfile import (
     open_model_file,
+    read_file_metadata,
     read_metadata,
     read_model_config,
     read_weight_block,
@@ -197,6 +200,9 @@ def private_mean_of_clients(
     returns the noisy model (float64), the examples seen and what the round's record keeps of it."""
     rng = np.random.default_rng(noise_seed)
     num_clients = len(client_paths)
+    # The fixed, public count of clients a round samples, not those that finished: replacing one user then moves
+    # the average by at most 2 * clip / K whoever else failed, and the noise below is calibrated to exactly that.
+    denominator = config.clients_each_round
     update_sums = {name: np.zeros(shape) for name, shape in check.shapes.items()}
     total_examples = unclipped = 0
     for path in client_paths:
@@ -210,7 +216,8 @@ def private_mean_of_clients(
         unclipped += norm <= clip
         for name, array in clipped.items():
             update_sums[name] += array
-    privacy = {"clip": clip, "noise_multiplier": config.dp_noise_multiplier, "noise_seed": noise_seed}
+    privacy = {"clip": clip, "noise_multiplier": config.dp_noise_multiplier, "noise_seed": noise_seed,
+               "relation": NEIGHBOURING_RELATION, "denominator": denominator}
     noise_multiplier = config.dp_noise_multiplier
     if config.dp_clip == "adaptive":
         stddev = config.dp_clipped_count_stddev
@@ -221,11 +228,11 @@ def private_mean_of_clients(
             noisy_unclipped_fraction=noisy_fraction,
             next_clip=next_clip_norm(clip, noisy_fraction, config.dp_target_quantile, config.dp_clip_learning_rate),
         )
-    noise_stddev = noise_multiplier * clip / num_clients
+    noise_stddev = noise_multiplier * clip / denominator
     noise = gaussian_noise(check.shapes, noise_stddev, rng) if noise_stddev > 0 else {}
     privacy.update(update_noise_multiplier=noise_multiplier, noise_stddev=noise_stddev)
     combined = {
-        name: start_weights[name] + update_sums[name] / num_clients + noise.get(name, 0.0) for name in update_sums
+        name: start_weights[name] + update_sums[name] / denominator + noise.get(name, 0.0) for name in update_sums
     }
     return combined, total_examples, privacy
 
@@ -348,6 +355,10 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     if expect < 1:
         raise ValueError(f"a round needs at least 1 worker, got {expect}")
     config = run_config(layout, expect)
+    check_within_budget(config, round_number)
+    if config.dp_clip is not None and layout.global_model_path(round_number).is_file():
+        # Done: its raw client updates are gone by design, and its record says everything a retry needs.
+        return finished_private_round(layout, round_number)
     start_model = layout.global_model_path(round_number - 1)
     if not start_model.is_file():
         raise ValueError(f"{start_model}: the round's starting model is missing")
@@ -355,6 +366,9 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     sampled = workers_of_round(layout, config, round_number)
     clients, earlier_record = clients_of_round(layout, config, round_number, sampled)
     client_paths = [layout.client_model_path(round_number, worker) for worker in clients]
+    client_sha256 = {path.name: sha256_of_file(path) for path in client_paths}
+    if earlier_record is not None:
+        check_same_inputs(layout.round_record_path(round_number), earlier_record, client_sha256)
     optimizer = ServerOptimizer.from_config(config)
     start_weights: dict[str, np.ndarray] = {}
     if config.dp_clip is not None or optimizer.strategy != "fedavg":  # plain FedAvg never looks at them
@@ -369,6 +383,8 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
         "missing": earlier_record["missing"] if earlier_record else missing_reasons(layout, round_number, missing),
         "strategy": optimizer.strategy,
         "aggregation": config.aggregation,
+        # What the round combined, file by file: a retry with other inputs is refused (its noise covers these).
+        "client_sha256": client_sha256,
     }
 
     if config.dp_clip is not None:
@@ -415,7 +431,58 @@ def aggregate_round(layout: RunLayout, round_number: int, expect: int) -> dict[s
     }
     output = {name: np.asarray(array).astype(check.dtypes[name], copy=False) for name, array in new_weights.items()}
     write_averaged_model(start_model, layout.global_model_path(round_number), output, summary)
+    if config.dp_clip is not None:
+        discard_client_updates(layout, round_number)
     return {**summary, **record, "workers": clients}
+
+
+def check_same_inputs(record_path: Path, record: dict, client_sha256: dict[str, str]) -> None:
+    """Refuse a retried aggregation whose client files differ from those the record's noise was drawn for."""
+    recorded = record.get("client_sha256")
+    if recorded is None:
+        return  # a record from before hashes were kept: nothing to compare with
+    changed = sorted(name for name in client_sha256.keys() | recorded.keys() if client_sha256.get(name) != recorded.get(name))
+    if changed:
+        raise ValueError(
+            f"{record_path}: the client files {changed} differ from those this round's record combined; "
+            "refusing to reuse its noise for other inputs"
+        )
+
+
+def discard_client_updates(layout: RunLayout, round_number: int) -> None:
+    """Under DP, delete the round's raw client updates once its global model and record exist (the record keeps
+    their hashes): nothing on the volume then holds one user's update unprotected for longer than a round."""
+    round_dir = layout.round_dir(round_number)
+    for entry in round_dir.iterdir():
+        if CLIENT_FILE_PATTERN.match(entry.name):
+            entry.unlink(missing_ok=True)
+
+
+def finished_private_round(layout: RunLayout, round_number: int) -> dict[str, Any]:
+    """A private round whose global model exists: what its record and model say, and any client update a crash
+    (or a trainer retried late) left beside it deleted."""
+    record = read_round_record(layout.round_record_path(round_number), layout.run_id, round_number)
+    discard_client_updates(layout, round_number)
+    metadata = read_file_metadata(layout.global_model_path(round_number))
+    summary = {
+        "run_id": layout.run_id,
+        "round": round_number,
+        "num_examples": metadata.get("num_examples"),
+        "num_clients": metadata.get("num_clients", len(record["clients"])),
+    }
+    return {**summary, **record, "workers": record["clients"]}
+
+
+def check_within_budget(config: RunConfig, round_number: int) -> None:
+    """Refuse a round past the run's epsilon budget: it is never aggregated, whoever drives the rounds."""
+    if config.dp_epsilon_budget is None:
+        return
+    epsilon = epsilon_after(config, round_number)  # grows with the rounds: one look is enough
+    if epsilon > config.dp_epsilon_budget:
+        raise ValueError(
+            f"round {round_number} would exceed the run's dp-epsilon-budget {config.dp_epsilon_budget:g} "
+            f"(epsilon {epsilon:.3g}); the last round within it is {rounds_within_budget(config)}"
+        )
 
 
 def previous_next_clip(layout: RunLayout, config: RunConfig, round_number: int) -> float | None:

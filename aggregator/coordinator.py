@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aggregator.aggregate import aggregate_round
+from aggregator.privacy import last_round_within_budget
 from aggregator.record import round_facts
 from common.atomic import read_json, write_json
 from common.cli import ArgumentParser, user_errors
@@ -69,7 +70,8 @@ class Coordinator:
     def run(self, config: RunConfig, on_round: Callable[[dict], None] | None = None) -> list[dict]:
         """Every round of the run, from the first unfinished one; returns each round's metrics."""
         history = []
-        for round_number in range(1, config.rounds + 1):
+        # Under a privacy budget the run ends before the round that would exceed it (known before training).
+        for round_number in range(1, last_round_within_budget(config) + 1):
             metrics = self.complete_round(config, round_number)
             history.append(metrics)
             if on_round is not None:
@@ -91,7 +93,10 @@ class Coordinator:
             started = time.monotonic()
             aggregate_round(layout, round_number, config.workers)
             seconds["aggregate"] = time.monotonic() - started
-        if round_number < config.rounds:
+        elif config.dp_clip is not None:
+            # Started again between the global model and the deletion of the raw updates: finish that.
+            aggregate_round(layout, round_number, config.workers)
+        if round_number < last_round_within_budget(config):
             clients_for_round(layout, config, round_number + 1)  # the next round starts before this one's test
         started = time.monotonic()
         metrics = self.evaluate(layout.global_model_path(round_number))
@@ -163,7 +168,12 @@ def round_line(metrics: dict, rounds: int) -> str:
     timing = ", ".join(f"{name} {value:.1f} s" for name, value in metrics.get("seconds", {}).items())
     line = (f"round {metrics['round']}/{rounds}: test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}"
             f" ({timing}){' (done before)' if metrics.get('done_before') else ''}")
-    for entry in metrics.get("missing", []):
+    missing = metrics.get("missing", [])
+    if isinstance(missing, int):  # under DP the public facts count the missing, never name them
+        if missing:
+            line += f"\n  went on without {missing} of its sampled clients"
+        return line
+    for entry in missing:
         line += f"\n  went on without worker {entry['worker']}: {entry['reason']}"
     return line
 
@@ -197,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         def report(metrics: dict) -> None:
             print(round_line(metrics, config.rounds), flush=True)
             if progress_file:
-                Path(progress_file).write_text(f"{metrics['round']}/{config.rounds}\n")
+                Path(progress_file).write_text(f"{metrics['round']}/{last_round_within_budget(config)}\n")
 
         coordinator.run(config, on_round=report)
     except RunStopped as stopped:

@@ -66,31 +66,71 @@ def clip_for_round(config: RunConfig, previous_next_clip: float | None) -> float
     return config.dp_initial_clip if previous_next_clip is None else previous_next_clip
 
 
-def privacy_event(config: RunConfig, rounds: int):
-    """The dp-accounting event of ``rounds`` rounds of this run, and the neighbouring relation it is stated for.
+# The one neighbouring relation of every DP run: two federations are neighbours if one user's data is replaced
+# by anything else, with the number of users N and of clients a round K fixed and public (docs/federated.md).
+NEIGHBOURING_RELATION = "replace-one user-level"
 
-    Every client each round: one Gaussian mechanism per round, adding or removing one user (noise multiplier z).
-    K of N clients each round: K drawn without replacement; the accountant's bound for it is stated for replacing
-    one user, which moves the clipped sum by up to twice the clip norm, so the Gaussian's multiplier is z / 2.
+
+def privacy_events(config: RunConfig, rounds: int) -> list:
+    """The dp-accounting events that each bound ``rounds`` rounds of this run, all stated for replacing one user.
+
+    Replacing a user moves the clipped sum by up to twice the clip norm, so each round's Gaussian has multiplier
+    z / 2. Every run is bounded by that Gaussian composed over the rounds (a user in every round); a run that
+    samples K of N clients is also bounded by the amplified event, K drawn without replacement (the draw is secret).
     """
     import dp_accounting
 
-    gaussian = dp_accounting.GaussianDpEvent(config.dp_noise_multiplier)
-    if config.clients_per_round is None or config.clients_per_round == config.workers:
-        return dp_accounting.SelfComposedDpEvent(gaussian, rounds), dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
-    sampled = dp_accounting.SampledWithoutReplacementDpEvent(
-        config.workers, config.clients_per_round, dp_accounting.GaussianDpEvent(config.dp_noise_multiplier / 2)
-    )
-    return dp_accounting.SelfComposedDpEvent(sampled, rounds), dp_accounting.NeighboringRelation.REPLACE_ONE
+    gaussian = dp_accounting.GaussianDpEvent(config.dp_noise_multiplier / 2)
+    events = [dp_accounting.SelfComposedDpEvent(gaussian, rounds)]
+    if config.clients_each_round < config.workers:
+        sampled = dp_accounting.SampledWithoutReplacementDpEvent(config.workers, config.clients_each_round, gaussian)
+        events.append(dp_accounting.SelfComposedDpEvent(sampled, rounds))
+    return events
 
 
 def epsilon_after(config: RunConfig, rounds: int) -> float:
-    """The epsilon at ``config.dp_delta`` after ``rounds`` rounds, from dp-accounting's RDP accountant (inf: no noise)."""
+    """The epsilon at ``config.dp_delta`` after ``rounds`` rounds: the tighter of the bounds that hold (inf: no noise).
+
+    Both hold for the same mechanism, so their minimum does: sampling fewer clients never reports a larger epsilon
+    than training every client each round.
+    """
     if config.dp_noise_multiplier == 0:
         return math.inf
-    from dp_accounting import rdp
+    if rounds == 0:
+        return 0.0
+    from dp_accounting import NeighboringRelation, rdp
 
-    event, relation = privacy_event(config, rounds)
-    accountant = rdp.RdpAccountant(neighboring_relation=relation)
-    accountant.compose(event)
-    return float(accountant.get_epsilon(config.dp_delta))
+    epsilons = []
+    for event in privacy_events(config, rounds):
+        accountant = rdp.RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
+        accountant.compose(event)
+        epsilons.append(float(accountant.get_epsilon(config.dp_delta)))
+    return min(epsilons)
+
+
+def rounds_within_budget(config: RunConfig) -> int:
+    """How many of the run's rounds fit ``config.dp_epsilon_budget`` (all of them without a budget); 0 if none."""
+    if config.dp_epsilon_budget is None:
+        return config.rounds
+    # Epsilon grows with the rounds: binary search for the last round at or under the budget (each call is an
+    # accountant run, up to 0.2 s for a sampled event).
+    low, high = 0, config.rounds
+    while low < high:
+        middle = (low + high + 1) // 2
+        if epsilon_after(config, middle) <= config.dp_epsilon_budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def last_round_within_budget(config: RunConfig) -> int:
+    """The last round to train under the run's epsilon budget (``config.rounds`` without one); a ValueError if
+    even round 1 exceeds it. What a coordinator of the rounds (local runner, cluster) calls before it starts."""
+    rounds = rounds_within_budget(config)
+    if rounds == 0:
+        raise ValueError(
+            f"dp-epsilon-budget {config.dp_epsilon_budget:g} is below round 1's epsilon "
+            f"{epsilon_after(config, 1):.3g} at delta {config.dp_delta:.3g}: raise the budget or the noise multiplier"
+        )
+    return rounds

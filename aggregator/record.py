@@ -30,12 +30,22 @@ def read_round_record(path: Path, run_id: str, round_number: int) -> dict:
 
 
 def public_round_facts(record: dict) -> dict:
-    """What a round's metrics, the run's summary and the model page show: clients, missing ones, privacy spent."""
-    facts: dict = {"clients": len(record["clients"]), "missing": record.get("missing", [])}
+    """What a round's metrics, the run's summary and the model page show: clients, missing ones, privacy spent.
+
+    Under DP only how many clients were missing: which ones and why are facts about users outside the guarantee,
+    and stay in this record on the volume.
+    """
+    missing = record.get("missing", [])
     privacy = record.get("privacy")
+    facts: dict = {"clients": len(record["clients"]), "missing": len(missing) if privacy else missing}
     if privacy:
-        facts["privacy"] = {key: privacy[key] for key in ("epsilon", "delta", "clip", "noise_multiplier") if key in privacy}
+        facts["privacy"] = {key: privacy[key] for key in ("epsilon", "delta", "clip", "noise_multiplier", "relation") if key in privacy}
     return facts
+
+
+def missing_count(missing: list | int) -> int:
+    """How many clients a round went on without: public facts hold a list of them, or under DP only the count."""
+    return missing if isinstance(missing, int) else len(missing)
 
 
 def round_facts(layout: RunLayout, round_number: int) -> dict:

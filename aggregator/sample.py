@@ -1,7 +1,7 @@
 """Which workers train in a round: ``python -m aggregator.sample --volume V --run-id R --round K``.
 
-The server's choice (the FedAvg paper's C, Flower's fraction_fit): seeded by the run's seed and the round,
-recorded once in rounds/round-K/clients.json and never drawn again, so a resumed run or a retried step trains
+The server's choice (the FedAvg paper's C, Flower's fraction_fit): seeded by the run's seed and the round
+(under differential privacy: drawn from the operating system's randomness, so nobody can recompute it), recorded once in rounds/round-K/clients.json and never drawn again, so a resumed run or a retried step trains
 and aggregates the same workers. Prints the workers as a JSON list; ``--output`` also writes it to a file,
 which the Argo workflow fans out over (withParam).
 """

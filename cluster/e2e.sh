@@ -9,7 +9,8 @@
 #   and later the coordinator's; a trainer pod force-deleted and later the Argo controller's pod; a client whose
 #   shard is corrupt (min-clients goes on without it); a min-accuracy the model cannot reach; bad parameters;
 #   an image that cannot be pulled
-#   5 the web demo (deploy/ with the local image): /readyz, the page, a digit uploaded through a port-forward
+#   5 the web demo (deploy/ with the local image): /readyz, only models/ mounted (read-only, no runs/), the page,
+#     a digit uploaded through a port-forward
 #   6 workflows/accuracy-test.yaml as a Job: passes, and fails above the model's accuracy
 # Prints one line per check and closes with "N passed, N failed"; exits non-zero if any check failed.
 #
@@ -20,6 +21,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 # shellcheck source=config.sh
 source "$here/config.sh"
+# shellcheck source=e2e-privacy.sh
+source "$here/e2e-privacy.sh"
 cd "$repo"
 PYTHON=${PYTHON:-$repo/.venv/bin/python}
 export KUBECONFIG="$ADMIN_KUBECONFIG"
@@ -337,6 +340,8 @@ step_serve() {
   forward=$!
   for _ in $(seq 30); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 1; done
   check "5 /readyz answers 200" curl -fsS "http://127.0.0.1:$port/readyz"
+  check "5 the demo pod mounts only models/, read-only: nothing under runs/ is reachable from it" \
+    check_demo_cannot_read_runs
   check "5 the web demo's page loads" sh -c "curl -fsS http://127.0.0.1:$port/ | grep -qi '<html'"
   local png label answer
   png=$(mktemp --suffix=.png)

@@ -55,3 +55,21 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: not readable JSON ({error})") from None
+
+
+def write_json_once(path: Path, payload: Any) -> bool:
+    """Write ``payload`` as JSON only if ``path`` does not exist yet (atomic); False if another writer was first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(descriptor, 0o644)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    try:
+        # A hard link never replaces an existing file (on local disks and NFS alike): the first writer wins.
+        os.link(temporary_name, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary_name)

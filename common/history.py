@@ -31,7 +31,10 @@ def evaluated_rounds(layout: RunLayout) -> list[dict]:
 
 
 def final_round(layout: RunLayout) -> int:
-    """The round whose global model is the run's result: its last, as run.json says."""
+    """The round whose global model is the run's result: its last, or the last within its privacy budget."""
     if not layout.config_path.is_file():
         raise ValueError(f"{layout.config_path}: no such run configuration; was the run started (trainer.init)?")
-    return load_config(layout.config_path).rounds
+    # The budget's arithmetic lives with the rest of the privacy accounting (common/ otherwise needs no aggregator/).
+    from aggregator.privacy import last_round_within_budget
+
+    return last_round_within_budget(load_config(layout.config_path))

@@ -92,6 +92,9 @@ class RunConfig:
     dp_target_quantile: float | None = None  # adaptive: share of updates to leave unclipped (default 0.5)
     dp_clip_learning_rate: float | None = None  # adaptive: geometric step of the clip norm (default 0.2)
     dp_clipped_count_stddev: float | None = None  # adaptive: noise on the unclipped count (default clients / 20)
+    # Stop before the round whose epsilon (at dp_delta) would exceed this; None: train every round. Epsilon after
+    # round r depends only on z, K, N, r and delta, so the last round within budget is known before training.
+    dp_epsilon_budget: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("workers", "rounds", "epochs", "batch_size"):
@@ -179,7 +182,7 @@ class RunConfig:
         object.__setattr__(self, "byzantine_clients", byzantine)
 
     def _resolve_privacy(self) -> None:
-        dp_settings = ("dp_noise_multiplier", "dp_delta", *DP_ADAPTIVE_SETTINGS)
+        dp_settings = ("dp_noise_multiplier", "dp_delta", "dp_epsilon_budget", *DP_ADAPTIVE_SETTINGS)
         if self.dp_clip is None:
             given = [flag_name(name) for name in dp_settings if getattr(self, name) is not None]
             if given:
@@ -199,6 +202,13 @@ class RunConfig:
             raise ValueError(f"dp-delta must be above 0 and below 1, got {delta!r}")
         object.__setattr__(self, "dp_noise_multiplier", noise)
         object.__setattr__(self, "dp_delta", delta)
+        if self.dp_epsilon_budget is not None:
+            budget = check_number("dp_epsilon_budget", self.dp_epsilon_budget)
+            if not budget > 0:
+                raise ValueError(f"dp-epsilon-budget must be greater than 0, got {budget!r}")
+            if noise == 0:
+                raise ValueError("dp-epsilon-budget needs dp-noise-multiplier above 0: without noise epsilon is infinite")
+            object.__setattr__(self, "dp_epsilon_budget", budget)
         if self.dp_clip != "adaptive":
             object.__setattr__(self, "dp_clip", float(self.dp_clip))
             given = [flag_name(name) for name in DP_ADAPTIVE_SETTINGS if getattr(self, name) is not None]
@@ -333,6 +343,8 @@ count_or_all = word_or_value(int, {"all": None}, "a whole number or 'all'")
 number_or_default = word_or_value(float, {"default": None}, "a number or 'default'")
 # A whole number, or default (None).
 whole_number_or_default = word_or_value(int, {"default": None}, "a whole number or 'default'")
+# A number, or none (None).
+number_or_none = word_or_value(float, {"none": None}, "a number or 'none'")
 # A --dp-clip value: a clip norm, adaptive, or none (no differential privacy).
 clip_norm = word_or_value(float, {"none": None, "adaptive": "adaptive"}, "a number, 'adaptive' or 'none'")
 
@@ -376,6 +388,8 @@ CONFIG_FLAGS: dict[str, dict] = {
         help="adaptive: geometric step of the clip norm per round (default 0.2)"),
     "dp_clipped_count_stddev": dict(type=number_or_default,
         help="adaptive: noise on the count of unclipped updates (default clients per round / 20)"),
+    "dp_epsilon_budget": dict(type=number_or_none, help="with --dp-clip and noise: stop before the round whose epsilon "
+        "would exceed this (default 'none': train every round)"),
     "proximal_mu": dict(type=float, help="FedProx proximal term weight on the clients (0: plain local training)"),
     "client_optimizer": dict(choices=CLIENT_OPTIMIZERS, help="the clients' optimizer: adam, or plain sgd (McMahan et al. 2017)"),
     "learning_rate": dict(type=float, help="the clients' step size in round 1"),

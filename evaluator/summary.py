@@ -13,6 +13,7 @@ from pathlib import Path
 from common.atomic import write_json
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
+from aggregator.record import missing_count
 from common.history import evaluated_rounds
 from publisher.publish import find_published
 
@@ -27,7 +28,7 @@ def run_summary(layout: RunLayout, status: str) -> dict:
         "rounds_evaluated": len(history),
         "history": history,
         "final_accuracy": history[-1]["accuracy"] if history else None,
-        "missing_clients": sum(len(entry.get("missing", [])) for entry in history),
+        "missing_clients": sum(missing_count(entry.get("missing", [])) for entry in history),
         "privacy": history[-1].get("privacy") if history else None,
         "published_version": find_published(layout.volume, layout.run_id, last_round) if history else None,
     }

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rich.console import Console  # noqa: E402
 
+from aggregator.privacy import last_round_within_budget  # noqa: E402
 from common.cli import ArgumentParser, user_errors  # noqa: E402
 from common.layout import check_run_id, data_path  # noqa: E402
 from common.runconfig import add_config_arguments, config_from_arguments  # noqa: E402
@@ -53,6 +54,7 @@ def make_console() -> Console:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_arguments(args)
+    last_round_within_budget(config)  # a budget that round 1 already exceeds is refused before anything starts
     if args.parallelism < 1:
         raise ValueError(f"--parallelism must be at least 1, got {args.parallelism}")
     run_id = check_run_id(args.run_id) if args.run_id else default_run_id(config)

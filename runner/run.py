@@ -20,6 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aggregator.coordinator import Coordinator, round_line
+from aggregator.privacy import epsilon_after, last_round_within_budget
+from aggregator.record import missing_count
 from common.layout import RunLayout, model_version_dir
 from common.runconfig import RunConfig, save_config
 from publisher.publish import publish
@@ -194,7 +196,7 @@ def train_rounds(
         watch=lambda: processes.watch(restart_dead=config.min_clients is not None),
         on_round_start=live.start_round,
     )
-    if not layout.metrics_path(config.rounds).is_file():
+    if not layout.metrics_path(last_round_within_budget(config)).is_file():
         processes.start_trainers(layout, processes.parallelism)
     return coordinator.run(config, on_round=on_round)
 
@@ -207,6 +209,7 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
     """
     started = time.monotonic()
     layout = RunLayout(options.volume, run_id)
+    last_round = last_round_within_budget(config)  # known before training: epsilon depends on z, K, N, r, delta
     console.print(f"[bold]run[/bold] {run_id} in {layout.run_dir}")
     progress_queue = make_progress_queue()
     processes = RunProcesses(min(options.parallelism, config.clients_each_round), progress_queue)
@@ -232,7 +235,9 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
             train_rounds(layout, config, options.data, processes, live, round_done)
     finally:
         processes.close()
-    version, is_new = publish(layout, config.rounds, options.min_accuracy)
+    if last_round < config.rounds:
+        console.print(budget_stop_line(config, last_round), markup=False)
+    version, is_new = publish(layout, last_round, options.min_accuracy)
     return {
         "run_id": run_id,
         "history": history,
@@ -244,6 +249,15 @@ def run_pipeline(config: RunConfig, run_id: str, options: RunOptions, console: C
     }
 
 
+def budget_stop_line(config: RunConfig, last_round: int) -> str:
+    """The line that says the epsilon budget stopped the run, and where."""
+    return (
+        f"dp-epsilon-budget {config.dp_epsilon_budget:g} stopped the run at round {last_round} of {config.rounds}: "
+        f"epsilon {epsilon_after(config, last_round):.3g}, round {last_round + 1} would reach "
+        f"{epsilon_after(config, last_round + 1):.3g} at delta {config.dp_delta:.3g}"
+    )
+
+
 def print_summary(console: Console, summary: dict) -> None:
     """A table of accuracy per round, then the wall time and where the model is."""
     table = Table(title=f"run {summary['run_id']}")
@@ -252,7 +266,7 @@ def print_summary(console: Console, summary: dict) -> None:
     table.add_column("test loss", justify="right")
     table.add_column("seconds", justify="right")
     history = summary["history"]
-    partial = any(row.get("missing") for row in history)
+    partial = any(missing_count(row.get("missing", [])) for row in history)
     private = any(row.get("privacy") for row in history)
     if partial:
         table.add_column("clients (missing)", justify="right")
@@ -262,8 +276,12 @@ def print_summary(console: Console, summary: dict) -> None:
     for row in history:
         cells = [str(row["round"]), f"{row['accuracy']:.4f}", f"{row['loss']:.4f}", f"{row['seconds']:.1f}"]
         if partial:
-            missing = [entry["worker"] for entry in row.get("missing", [])]
-            cells.append(f"{row.get('clients')}" + (f" ({', '.join(map(str, missing))})" if missing else ""))
+            missing = row.get("missing", [])
+            if isinstance(missing, int):
+                named = f" ({missing} missing)" if missing else ""
+            else:
+                named = f" ({', '.join(str(entry['worker']) for entry in missing)})" if missing else ""
+            cells.append(f"{row.get('clients')}{named}")
         if private:
             privacy = row.get("privacy") or {}
             epsilon = privacy.get("epsilon")

@@ -37,6 +37,8 @@ def model_page():
         chart=accuracy_chart(info.get("history") or []),
         partial_rounds=[entry for entry in info.get("history") or [] if entry.get("missing")],
         privacy=info.get("privacy") or None,
+        epsilons=[{"round": entry["round"], "epsilon": entry["privacy"].get("epsilon")}
+                  for entry in info.get("history") or [] if isinstance(entry.get("privacy"), dict) and "round" in entry],
         matrix=confusion_rows(info.get("confusion_matrix")),
         per_class=info.get("per_class_accuracy") or [],
     )

@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if not layout.config_path.is_file():
         raise ValueError(f"{layout.config_path}: no such run configuration; run `python -m trainer.init` first")
     config = load_config(layout.config_path)
+    if config.dp_clip is not None and layout.global_model_path(args.round).is_file():
+        # A trainer retried after its round was aggregated: under DP the raw updates are deleted, never remade.
+        print(f"round {args.round} worker {args.worker}: the round is aggregated already; not trained again")
+        return 0
     configure_backend()
     result = ClientTrainer().train(
         layout, args.round, args.worker, config.epochs, config.batch_size, config.seed, progress=argo_progress_writer()

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from aggregator.privacy import last_round_within_budget
 from common.atomic import write_text
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout, data_path
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         layout = RunLayout(args.volume, args.run_id)
         config = config_from_arguments(args)
+        last_round_within_budget(config)  # a budget that round 1 already exceeds is refused before anything is written
         if args.trainers < 1:
             raise ValueError(f"--trainers must be at least 1, got {args.trainers}")
         path = start_run(layout, config, args.data or data_path(args.volume))

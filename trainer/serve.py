@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from aggregator.privacy import last_round_within_budget
 from common.cli import ArgumentParser, user_errors
 from common.layout import RunLayout
 from common.modelfile import sha256_of_file
@@ -102,7 +103,8 @@ class LongLivedTrainer:
             self.log(f"trainer {self.trainer}: nothing to train ({config.clients_each_round} clients per round)")
             return 0
         trained = 0
-        for round_number in range(1, config.rounds + 1):
+        last_round = last_round_within_budget(config)  # a privacy budget ends the run early, for everyone alike
+        for round_number in range(1, last_round + 1):
             clients = wait_for(
                 self.layout, lambda: round_clients(self.layout, config, round_number),
                 f"round {round_number} to start", self.wait_timeout, self.poll,
@@ -113,7 +115,7 @@ class LongLivedTrainer:
                 for worker in share:
                     trained += self.train_client(config, round_number, worker, start_sha256)
             if on_round is not None:
-                on_round(round_number, config.rounds)
+                on_round(round_number, last_round)
         return trained
 
     def train_client(self, config: RunConfig, round_number: int, worker: int, start_sha256: str) -> int:

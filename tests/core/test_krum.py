@@ -81,3 +81,21 @@ def test_the_mean_is_wrecked_by_the_same_attack(tmp_path):
     layout.config_path.write_text(json.dumps({**config, "aggregation": "mean", "byzantine_clients": None}))
     assert aggregate(layout) == 0
     assert max(float(np.max(np.abs(array - 1))) for array in global_weights(layout).values()) > 10
+
+
+def test_krum_maps_its_choice_to_workers_when_sampled_clients_are_missing(tmp_path):
+    # 7 of 10 workers sampled, worker 4 never finished: Krum's indices run over [1, 2, 5, 7, 8, 9], the clients
+    # combined, not over the sampled list or the worker numbers.
+    layout = start_round(tmp_path, RunConfig(workers=10, clients_per_round=7, min_clients=5, aggregation="krum",
+                                             byzantine_clients=1))
+    layout.round_dir(1).mkdir(parents=True)
+    layout.sampled_clients_path(1).write_text(json.dumps([1, 2, 4, 5, 7, 8, 9]))
+    values = {1: 1.0, 2: 1.1, 5: 0.95, 7: 1.03, 8: 50.0, 9: 1.08}  # 7 sits closest to its 3 nearest neighbours
+    for worker, value in values.items():
+        write_client(layout, 1, worker, {name: np.full(shape, value, np.float32) for name, shape in SHAPES.items()})
+    assert aggregate(layout) == 0
+    record = json.loads(layout.round_record_path(1).read_text())
+    assert record["clients"] == [1, 2, 5, 7, 8, 9] and [entry["worker"] for entry in record["missing"]] == [4]
+    assert record["krum"]["kept"] == [7]  # index 3 of the clients; the sampled list's index 3 is worker 5
+    for array in global_weights(layout).values():
+        np.testing.assert_allclose(array, 1.03, rtol=1e-6)

@@ -157,3 +157,38 @@ def test_sample_command_needs_an_initialized_run(tmp_path, capsys):
 
     assert sample_main(["--volume", str(tmp_path), "--run-id", RUN_ID, "--round", "1"]) == 2
     assert "no such run configuration" in capsys.readouterr().err
+
+
+def test_under_dp_two_runs_with_the_same_seed_draw_different_samples(tmp_path):
+    config = RunConfig(workers=1000, clients_per_round=10, seed=0, dp_clip=1.0, dp_noise_multiplier=1.0)
+    first = clients_for_round(RunLayout(tmp_path / "a", RUN_ID), config, 1)
+    second = clients_for_round(RunLayout(tmp_path / "b", RUN_ID), config, 1)
+    # The seeded draw would give both runs the same list (and anyone who reads the public seed, too).
+    assert first != second and sample_clients(1000, 10, seed=0, round_number=1) not in (first, second)
+    # Recorded once: a resume follows the record, never a new secret draw.
+    assert clients_for_round(RunLayout(tmp_path / "a", RUN_ID), config, 1) == first
+
+
+def test_without_dp_two_runs_with_the_same_seed_draw_the_same_samples(tmp_path):
+    config = RunConfig(workers=1000, clients_per_round=10, seed=0)
+    first = clients_for_round(RunLayout(tmp_path / "a", RUN_ID), config, 1)
+    assert first == clients_for_round(RunLayout(tmp_path / "b", RUN_ID), config, 1)
+    assert first == sample_clients(1000, 10, seed=0, round_number=1)
+
+
+def test_a_secret_draw_never_replaces_a_record_another_writer_made_first(tmp_path, monkeypatch):
+    import common.sampling as sampling
+
+    layout = RunLayout(tmp_path, RUN_ID)
+    config = RunConfig(workers=10, clients_per_round=3, dp_clip=1.0)
+
+    def racing_draw(config, round_number):
+        # Another pod records its own draw between this one's check and its write.
+        layout.sampled_clients_path(round_number).parent.mkdir(parents=True, exist_ok=True)
+        layout.sampled_clients_path(round_number).write_text("[2, 5, 7]")
+        return [0, 1, 3]
+
+    monkeypatch.setattr(sampling, "draw_clients", racing_draw)
+    assert clients_for_round(layout, config, 1) == [2, 5, 7]
+    assert json.loads(layout.sampled_clients_path(1).read_text()) == [2, 5, 7]
+    assert not [path for path in layout.round_dir(1).iterdir() if path.name.startswith(".")]

@@ -175,7 +175,9 @@ def test_project_pods_run_as_the_image_user_and_mount_the_claim_read_only(path, 
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         for mount in container["volumeMounts"]:
             if mount["name"] in claims:
-                assert mount["readOnly"] is True and mount["mountPath"] == "/mnt/volume"
+                # Only the published models: nothing under runs/ (shards, raw updates, noise seeds) is in the pod.
+                assert mount["readOnly"] is True and mount.get("subPath") == "models"
+                assert mount["mountPath"] == "/mnt/volume/models"
 
 
 def test_web_demo_runs_gunicorn_with_probes_on_the_published_models():
@@ -185,7 +187,7 @@ def test_web_demo_runs_gunicorn_with_probes_on_the_published_models():
     assert (REPO_ROOT / "server" / "gunicorn.conf.py").is_file(), "the Deployment runs server/gunicorn.conf.py"
     environment = {variable["name"]: variable["value"] for variable in container["env"]}
     (volume_mount,) = [mount for mount in container["volumeMounts"] if mount["name"] == "volume"]
-    assert environment["MNIST_MODEL_DIR"] == f"{volume_mount['mountPath']}/models/mnist"
+    assert environment["MNIST_MODEL_DIR"] == f"{volume_mount['mountPath']}/mnist" and volume_mount["subPath"] == "models"
     (port,) = container["ports"]
     assert port["containerPort"] == int(environment["PORT"]) == 8080
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}

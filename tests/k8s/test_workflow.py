@@ -73,9 +73,10 @@ SETTINGS = [
      RunConfig(workers=10, strategy="fedavgm", server_momentum=0.5, aggregation="multi-krum", byzantine_clients=2)),
     ({"workers": "20", "split": "dirichlet", "alpha": "0.1", "dp-clip": "adaptive", "dp-noise-multiplier": "1.1",
       "dp-delta": "1e-5", "dp-initial-clip": "0.5", "dp-target-quantile": "0.7", "dp-clip-learning-rate": "0.1",
-      "dp-clipped-count-stddev": "2"},
+      "dp-clipped-count-stddev": "2", "dp-epsilon-budget": "50"},
      RunConfig(workers=20, split="dirichlet", alpha=0.1, dp_clip="adaptive", dp_noise_multiplier=1.1, dp_delta=1e-5,
-               dp_initial_clip=0.5, dp_target_quantile=0.7, dp_clip_learning_rate=0.1, dp_clipped_count_stddev=2.0)),
+               dp_initial_clip=0.5, dp_target_quantile=0.7, dp_clip_learning_rate=0.1, dp_clipped_count_stddev=2.0,
+               dp_epsilon_budget=50.0)),
 ]
 
 

@@ -429,3 +429,27 @@ def test_the_model_page_shows_privacy_krum_and_missing_clients(tmp_path, trained
     shutil.move(tmp_path / "krum", models / "2")
     wait_for(lambda: "Byzantine clients tolerated" in client.get("/model").get_data(as_text=True))
     assert "<dd>4 per round</dd>" in client.get("/model").get_data(as_text=True)
+
+
+def test_the_model_page_of_a_dp_run_counts_missing_clients_and_shows_epsilon_per_round(tmp_path, trained_versions):
+    """Under DP the published facts only count the missing clients (aggregator/record.py), never name them."""
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_versions / "1", models / "1")
+    info_path = models / "1" / "info.json"
+    info = json.loads(info_path.read_text())
+    info["config"].update(dp_clip=1.0, dp_noise_multiplier=1.0, min_clients=8, dp_epsilon_budget=5.0)
+    privacy = {"clip": 1.0, "noise_multiplier": 1.0, "epsilon": 3.456, "delta": 0.001, "relation": "replace-one user-level"}
+    info["history"][0].update(clients=9, missing=1, privacy=privacy)
+    info["privacy"] = privacy
+    info_path.write_text(json.dumps(info))
+    client = make_app(models).test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200)
+
+    html = client.get("/model").get_data(as_text=True)
+
+    assert "round 1: 9 clients, without 1 of the sampled" in html and "worker" not in html.split("Missing clients")[1][:200]
+    assert "(replace-one user-level: one worker = one user)" in html
+    assert "round 1: 3.46" in html and "(budget 5)" in html
