@@ -51,7 +51,7 @@ bench: setup
 
 # A real single-node Kubernetes with Argo on this machine (root; docs/kubernetes.md, "Try the Kubernetes path on
 # one machine"). Builds from pinned sources the first time (cluster/versions.env), then starts in a minute or two.
-CLUSTER_PACKAGES := containerd runc containernetworking-plugins buildah debootstrap iptables conntrack curl
+CLUSTER_PACKAGES := containerd runc containernetworking-plugins buildah debootstrap iptables conntrack curl openssl gcc libc6-dev
 cluster-packages:
 	@missing=$$(for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -17,13 +17,17 @@ POD_CIDR=${POD_CIDR:-10.202.0.0/24}
 NODE_LINK=${NODE_LINK:-mnist0}
 BRIDGE=${BRIDGE:-mnist-cni0}
 GUARD_CHAIN=MNIST-CLUSTER-GUARD
+# The kubelet's cgroupRoot: every pod's cgroup lies under /$CGROUP_ROOT in each cgroup hierarchy, apart from
+# other kubelets' /kubepods.
+CGROUP_ROOT=${CGROUP_ROOT:-mnist-cluster}
 
 KUBERNETES_BIN="$CLUSTER_CACHE/bin/kubernetes-$KUBERNETES_VERSION"
 ETCD_BIN="$CLUSTER_CACHE/bin/etcd-$ETCD_VERSION"
 ARGO_BIN="$CLUSTER_CACHE/bin/argo-$ARGO_VERSION"
 PKI="$CLUSTER_STATE/pki"
 LOGS="$CLUSTER_STATE/logs"
-PIDS="$CLUSTER_RUN/pids"
+PIDS="$CLUSTER_RUN/pids"       # NAME.pid: "PID STARTTIME" (/proc/PID/stat), so a reused pid is never stopped
+CREATED="$CLUSTER_RUN/created" # what up.sh found and made on the host; down.sh removes exactly what it records
 CONTAINERD_SOCKET="$CLUSTER_RUN/containerd.sock"
 RUNC_ROOT="$CLUSTER_RUN/runc"
 ADMIN_KUBECONFIG="$CLUSTER_STATE/admin.kubeconfig"
@@ -43,3 +47,26 @@ export PATH="$KUBERNETES_BIN:$ETCD_BIN:$ARGO_BIN:$PATH"
 module_file() {
   GOTOOLCHAIN=local go mod download -json "$2" | sed -n "s/.*\"$1\": \"\(.*\)\",/\1/p"
 }
+
+# process_start PID: the process's start time (clock ticks after boot, field 22 of /proc/PID/stat); nothing
+# when there is no such process or it is a zombie. A pid recorded with its start time names that process only.
+process_start() {
+  local stat fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  read -ra fields <<<"${stat##*) }"  # the fields after the command name, which may hold spaces and ')'
+  [[ "${fields[0]}" != Z ]] && echo "${fields[19]}"
+  return 0
+}
+
+# host_chains: the user-defined iptables chains of this machine, "TOOL TABLE CHAIN" a line (ip and ip6).
+host_chains() {
+  local tool table
+  for tool in iptables ip6tables; do
+    for table in filter nat mangle raw; do
+      "$tool" -w 5 -t "$table" -S 2>/dev/null | awk -v prefix="$tool $table" '$1 == "-N" {print prefix, $2}'
+    done
+  done
+}
+
+# cgroup_mounts: every cgroup hierarchy's mount point (v1 controllers, named hierarchies, the v2 tree).
+cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/mounts; }

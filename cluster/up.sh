@@ -2,6 +2,9 @@
 # Brings up a real single-node Kubernetes cluster with Argo Workflows on this machine, the way Kubernetes'
 # own hack/local-up-cluster.sh does: each component a local process with its flags spelled out, one log per
 # component in $CLUSTER_STATE/logs, pids in $CLUSTER_RUN/pids (cluster/down.sh stops exactly those).
+# What it makes on the host (the links, the firewall chain, the cgroup root of the pods, sysctls) it records in
+# $CLUSTER_RUN/created with the host's iptables chains as they were before, and cluster/down.sh removes exactly
+# that: the chains the kubelet, kube-proxy and the CNI plugins add are the KUBE-*/CNI-* ones that are new.
 #   etcd, kube-apiserver (RBAC, Node authorizer, Pod Security admission), kube-controller-manager,
 #   kube-scheduler, kubelet on containerd + runc with the CNI bridge, kube-proxy (iptables), and Argo's
 #   workflow-controller as the Deployment of Argo's own manifests, with its CRDs and RBAC.
@@ -17,23 +20,84 @@ source "$here/config.sh"
 
 log() { echo "[cluster $(date +%T)] $*" >&2; }
 fail() { echo "cluster/up.sh: $*" >&2; exit 1; }
+step="starting"  # what main is doing, for the failure message
 
-# wait_for WHAT SECONDS COMMAND...: retry COMMAND once a second.
+# wait_for WHAT SECONDS COMMAND...: retry COMMAND once a second until it succeeds; an error (an object that
+# does not exist yet, or has no status yet) is one more try. Fails with the last try's output.
 wait_for() {
   local what=$1 seconds=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || fail "$what not ready after ${seconds}s (logs: $LOGS)"
+  local deadline=$((SECONDS + seconds)) output
+  until output=$("$@" 2>&1); do
+    if ((SECONDS >= deadline)); then
+      [[ -z "$output" ]] || echo "$output" | tail -n 5 >&2
+      [[ ! -f "$LOGS/$what.log" ]] || { echo "--- $LOGS/$what.log:" >&2; tail -n 10 "$LOGS/$what.log" >&2; }
+      fail "$what not ready after ${seconds}s (logs: $LOGS)"
+    fi
     sleep 1
   done
 }
 
-# start NAME COMMAND...: a component in the background, its log and pid recorded.
+# condition_true OBJECT TYPE: whether OBJECT's status has the condition TYPE and it is True; false (not an
+# error to stop at) while the object or its status.conditions do not exist yet.
+condition_true() {
+  local status
+  status=$(kubectl --kubeconfig "$ADMIN_KUBECONFIG" get "$1" \
+    -o "jsonpath={.status.conditions[?(@.type==\"$2\")].status}" 2>&1) || { echo "$status"; return 1; }
+  [[ "$status" == True ]] || { echo "$1: condition $2 is '${status:-absent}'"; return 1; }
+}
+
+# start NAME COMMAND...: a component in the background, its log, pid and start time recorded.
 start() {
   local name=$1; shift
+  step="starting $name"
   "$@" >"$LOGS/$name.log" 2>&1 &
-  echo $! >"$PIDS/$name.pid"
-  log "$name started (pid $!, log $LOGS/$name.log)"
+  local pid=$!
+  echo "$pid $(process_start "$pid")" >"$PIDS/$name.pid"
+  log "$name started (pid $pid, log $LOGS/$name.log)"
+}
+
+# record FILE LINE: one more thing up.sh made, for cluster/down.sh to remove ($CREATED/FILE).
+record() { echo "$2" >>"$CREATED/$1"; }
+
+# claim: what up.sh will make must not exist yet, else it is not this cluster's to use or to remove (an earlier
+# run's would have been removed by down.sh). Records the host's iptables chains as they are before anything
+# starts: down.sh removes the KUBE-*/CNI-* chains that are new since.
+claim() {
+  [[ ! -e "$CREATED" ]] || fail "$CREATED remains from a run that cluster/down.sh could not clean up"
+  local link mount
+  for link in "$NODE_LINK" "$BRIDGE"; do
+    ! ip link show "$link" >/dev/null 2>&1 ||
+      fail "network link $link exists but this cluster did not make it (ip link del $link if it is a leftover)"
+  done
+  ! iptables -w 5 -S "$GUARD_CHAIN" >/dev/null 2>&1 ||
+    fail "iptables chain $GUARD_CHAIN exists but this cluster did not make it"
+  for mount in $(cgroup_mounts); do
+    [[ ! -e "$mount/$CGROUP_ROOT" ]] ||
+      fail "cgroup $mount/$CGROUP_ROOT exists but this cluster did not make it (rmdir it if it is a leftover)"
+  done
+  mkdir -p "$CREATED"
+  host_chains >"$CREATED/chains.before"
+  if command -v nft >/dev/null; then nft list tables >"$CREATED/nft-tables.before" 2>/dev/null; fi
+  record links "$BRIDGE"  # made by the CNI bridge plugin at the first pod, with a veth per pod on it
+}
+
+# The pods' cgroup root (the kubelet's cgroupRoot) in every hierarchy: the kubelet puts kubepods under it.
+cgroups() {
+  local mount
+  for mount in $(cgroup_mounts); do
+    record cgroups "$mount/$CGROUP_ROOT"
+    [[ -d "$mount/$CGROUP_ROOT" ]] || mkdir "$mount/$CGROUP_ROOT"  # a hierarchy mounted twice has it already
+    if [[ -f "$mount/cpuset.cpus" ]]; then  # a cpuset without CPUs and memory nodes takes no process
+      cat "$mount/cpuset.cpus" >"$mount/$CGROUP_ROOT/cpuset.cpus"
+      cat "$mount/cpuset.mems" >"$mount/$CGROUP_ROOT/cpuset.mems"
+    fi
+  done
+}
+
+# set_sysctl PATH VALUE: the setting, its earlier value recorded for down.sh to restore.
+set_sysctl() {
+  record sysctls "$1 $(cat "$1")"
+  echo "$2" >"$1"
 }
 
 preflight() {
@@ -41,7 +105,7 @@ preflight() {
   [[ -e /dev/kmsg ]] || fail "/dev/kmsg is missing; the kubelet needs it"
   local tool
   for tool in containerd runc ctr buildah debootstrap iptables conntrack openssl; do
-    command -v "$tool" >/dev/null || fail "$tool missing: apt-get install containerd runc buildah debootstrap iptables conntrack containernetworking-plugins"
+    command -v "$tool" >/dev/null || fail "$tool missing: apt-get install containerd runc buildah debootstrap iptables conntrack containernetworking-plugins openssl"
   done
   [[ -x /usr/lib/cni/bridge ]] || fail "CNI plugins missing: apt-get install containernetworking-plugins"
   command -v go >/dev/null || fail "go missing: cluster/build.sh builds Kubernetes, etcd and Argo with Go 1.26"
@@ -58,16 +122,17 @@ preflight() {
 
 network() {
   # A bridge without ports: a local link that sends nothing anywhere (this kernel has no dummy driver).
+  record links "$NODE_LINK"
   ip link add "$NODE_LINK" type bridge
   ip addr add "$NODE_IP/32" dev "$NODE_LINK"
   ip link set "$NODE_LINK" up
   # The service range ends here, never at the default route: an address kube-proxy has not translated is
   # dropped on this machine.
   ip route add "$SERVICE_CIDR" dev "$NODE_LINK"
-  cat /proc/sys/net/ipv4/ip_forward >"$CLUSTER_RUN/ip_forward.saved"
-  echo 1 >/proc/sys/net/ipv4/ip_forward
-  echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
+  set_sysctl /proc/sys/net/ipv4/ip_forward 1
+  set_sysctl /proc/sys/net/bridge/bridge-nf-call-iptables 1
   # Pods reach the node and each other; whatever a pod sends to any other address is dropped.
+  record chains "$GUARD_CHAIN"
   iptables -N "$GUARD_CHAIN"
   iptables -A "$GUARD_CHAIN" -i "$BRIDGE" -o "$BRIDGE" -j RETURN
   iptables -A "$GUARD_CHAIN" -i "$BRIDGE" -j DROP
@@ -228,6 +293,7 @@ tlsCertFile: "$PKI/kubelet.crt"
 tlsPrivateKeyFile: "$PKI/kubelet.key"
 containerRuntimeEndpoint: "unix://$CONTAINERD_SOCKET"
 cgroupDriver: cgroupfs
+cgroupRoot: "/$CGROUP_ROOT"
 failSwapOn: false
 failCgroupV1: false
 resolvConf: /etc/resolv.conf
@@ -255,8 +321,8 @@ nodePortAddresses: ["$NODE_IP/32"]
 conntrack: {maxPerCore: 0}
 EOF
   start kube-proxy kube-proxy --config="$CLUSTER_STATE/kube-proxy.yaml"
-  wait_for "node $NODE_NAME" 120 kubectl --kubeconfig "$ADMIN_KUBECONFIG" wait --for=condition=Ready \
-    "node/$NODE_NAME" --timeout=1s
+  step="waiting for node $NODE_NAME to be Ready"
+  wait_for kubelet 120 condition_true "node/$NODE_NAME" Ready
 }
 
 # Argo from its own manifests in the pinned module: full CRDs (server-side, they are large), the controller's
@@ -264,37 +330,53 @@ EOF
 install_argo() {
   local module_dir
   module_dir=$(cd "$CLUSTER_CACHE/src/argo-$ARGO_VERSION" && pwd)
+  step="installing Argo's CRDs"
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply --server-side -k "$module_dir/manifests/base/crds/full" >/dev/null
-  kubectl --kubeconfig "$ADMIN_KUBECONFIG" wait --for=condition=Established --timeout=60s \
-    crd/workflows.argoproj.io crd/workflowtemplates.argoproj.io crd/workflowtaskresults.argoproj.io >/dev/null
+  local crd
+  for crd in workflows workflowtemplates workflowtaskresults; do
+    step="waiting for CRD $crd.argoproj.io to be Established"
+    wait_for "CRD $crd.argoproj.io" 60 condition_true "crd/$crd.argoproj.io" Established
+  done
+  step="installing Argo's workflow-controller"
   mkdir -p "$CLUSTER_STATE/argo"
   cp "$here"/argo/*.yaml "$CLUSTER_STATE/argo/"
   ln -sfn "$module_dir/manifests" "$CLUSTER_STATE/argo/argo-manifests"  # kustomize takes relative paths only
   sed -i "s|@ARGO_VERSION@|$ARGO_VERSION|g" "$CLUSTER_STATE"/argo/*.yaml
   kubectl --kubeconfig "$ADMIN_KUBECONFIG" kustomize --load-restrictor LoadRestrictionsNone "$CLUSTER_STATE/argo" |
     kubectl --kubeconfig "$ADMIN_KUBECONFIG" apply -f - >/dev/null
-  kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n argo rollout status deployment/workflow-controller --timeout=180s
+  step="waiting for Argo's workflow-controller to roll out"
+  wait_for workflow-controller 180 \
+    kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n argo rollout status deployment/workflow-controller --timeout=10s
 }
 
 # A start that fails half-way leaves nothing running; the logs stay for reading.
 on_exit() {
   local status=$?
   ((status == 0)) && return
-  log "failed: tearing down what was started (logs: $LOGS)"
+  log "failed at: $step (exit status $status; logs: $LOGS); tearing down what was started"
   "$here/down.sh" --quiet
 }
 
 main() {
   local started=$SECONDS
   trap on_exit EXIT
+  step="checking the tools, building what is missing (cluster/build.sh, cluster/images.sh)"
   preflight
+  step="removing what an earlier run left (cluster/down.sh)"
   "$here/down.sh" --quiet  # whatever a killed run left behind: processes, mounts, links, firewall rules
+  step="checking that the cluster's links, chain and cgroups are free"
   rm -rf "$CLUSTER_STATE/etcd" "$CLUSTER_STATE/kubelet" "$PKI" "$LOGS" "$CLUSTER_STATE/cni"
   mkdir -p "$CLUSTER_STATE" "$LOGS" "$PIDS"
+  claim
   mkdir -p "$LOCAL_VOLUME" && chown 10001:10001 "$LOCAL_VOLUME"  # the export's owner, as nfs/server sets it
+  step="making the pods' cgroup root"
+  cgroups
+  step="making the network (links, firewall chain)"
   network
+  step="making the certificates"
   pki
   start_containerd
+  step="importing the images into containerd"
   import_images
   start_control_plane
   start_node
