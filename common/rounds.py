@@ -104,12 +104,12 @@ def wait_for(
     """Poll ``ready()`` until it returns something other than None; raise RunStopped or TimeoutError meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
+        reason = stop_reason(layout)  # first: a run that was given up has nothing ready for anyone
+        if reason is not None:
+            raise RunStopped(reason)
         value = ready()
         if value is not None:
             return value
-        reason = stop_reason(layout)
-        if reason is not None:
-            raise RunStopped(reason)
         if time.monotonic() >= deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         time.sleep(poll)

@@ -213,7 +213,15 @@ def test_wait_for_raises_run_stopped_for_a_run_given_up_meanwhile(layout, clock)
 
     with pytest.raises(RunStopped, match="the coordinator gave up round 1"):
         wait_for(layout, ready, "round 1", timeout=3600, poll=1)
-    assert clock.sleeps == [1, 1, 1]  # stopped at the first look after it, long before the deadline
+    assert clock.sleeps == [1, 1, 1, 1]  # stopped at the first look after it, long before the deadline
+
+
+def test_wait_for_a_run_given_up_raises_even_if_its_files_are_ready(layout, clock):
+    # A trainer retried after it stopped the run must not train the round again.
+    stop_run(layout, "round 1 worker 2 failed 2 times")
+    with pytest.raises(RunStopped, match="worker 2"):
+        wait_for(layout, lambda: [0, 1, 2], "round 1", timeout=3600, poll=1)
+    assert clock.sleeps == []
 
 
 def test_existing_is_a_wait_for_condition(layout, tmp_path):
