@@ -46,6 +46,9 @@ check() {
   fi
 }
 
+# fail NAME: a check that could not even start (its run was not submitted).
+fail() { failed=$((failed + 1)); say "FAIL  $1"; }
+
 finish() {
   local status=$?
   say "tearing down"
@@ -158,7 +161,8 @@ step_production_run() {
   local watched name
   watched=$(mktemp)
   echo 0 >"$watched.peak"
-  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name) ||
+    { fail "3 argo submit workflows/mnist.yaml"; return; }
   watch_trainers "$watched" "$name" &
   local watcher=$!
   argo wait -n mnist "$name" >/dev/null 2>&1
@@ -181,7 +185,7 @@ step_production_run() {
 step_template_run() {
   local name
   name=$(submit --from workflowtemplate/mnist-federated -p workers=4 -p clients-per-round=2 -p split=dirichlet \
-    -p rounds=1 -p min-accuracy=0.5 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}")
+    -p rounds=1 -p min-accuracy=0.5 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}") || { fail "4 argo submit --from workflowtemplate"; return; }
   check "4 argo submit --from workflowtemplate (2 of 4 clients, dirichlet) succeeded: $name" \
     expect_phase "$name" Succeeded
   check "4 it trained exactly the 2 sampled clients" \
@@ -215,7 +219,8 @@ print(sum(node["type"] == "Retry" and node.get("templateName") == sys.argv[1] fo
 # coordinator's pod once round 2 has begun: Argo retries both, and they resume from the volume.
 fault_graceful_deletes() {
   local name run pod
-  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name) ||
+    { fail "fault: argo submit workflows/mnist.yaml"; return; }
   run="$LOCAL_VOLUME/runs/$name"
   wait_for_file "$run/rounds/round-001/attempts-000.json"
   sleep 3
@@ -235,7 +240,8 @@ fault_graceful_deletes() {
 # while it trains round 1, then the Argo controller's own pod in round 2.
 fault_forced_deletes() {
   local name run pod
-  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name)
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name) ||
+    { fail "fault: argo submit workflows/mnist.yaml"; return; }
   run="$LOCAL_VOLUME/runs/$name"
   wait_for_file "$run/rounds/round-001/attempts-001.json"
   sleep 3
@@ -280,7 +286,8 @@ assert record['clients'] == [0, 2] and [entry['worker'] for entry in record['mis
 fault_unreachable_accuracy() {
   local before name
   before=$(published_versions)
-  name=$(submit workflows/mnist.yaml -p workers=2 -p rounds=1 -p min-accuracy=0.9999 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}")
+  name=$(submit workflows/mnist.yaml -p workers=2 -p rounds=1 -p min-accuracy=0.9999 "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}") ||
+    { fail "fault: argo submit (min-accuracy 0.9999)"; return; }
   check "fault: min-accuracy 0.9999 fails the run $name" expect_phase "$name" Failed
   check "fault: it failed at the accuracy test" \
     sh -c "argo get -n mnist $name | grep -E 'accuracy-test.*(Failed|Error)'"
@@ -311,7 +318,8 @@ fault_bad_parameters() {
 fault_bad_image() {
   local name started
   started=$SECONDS
-  name=$(argo submit -n mnist workflows/mnist.yaml -p image=localhost/mnist-federated:no-such-tag -p gpus=0 -o name)
+  name=$(argo submit -n mnist workflows/mnist.yaml -p image=localhost/mnist-federated:no-such-tag -p gpus=0 -o name) ||
+    { fail "fault: argo submit (an image that cannot be pulled)"; return; }
   argo wait -n mnist "$name" >/dev/null 2>&1
   check "fault: an image that cannot be pulled fails $name in $((SECONDS - started)) s (at most 300)" \
     sh -c "[ \"\$(kubectl -n mnist get workflow $name -o jsonpath='{.status.phase}')\" != Running ] && [ $((SECONDS - started)) -le 300 ]"
