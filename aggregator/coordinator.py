@@ -30,13 +30,13 @@ from common.rounds import (
     RunStopped,
     client_has_failed,
     client_is_done,
-    existing,
     record_client_failure,
     stop_run,
     wait_for,
+    wait_for_run_start,
 )
 from common.modelfile import sha256_of_file
-from common.runconfig import RunConfig, load_config
+from common.runconfig import RunConfig
 from common.sampling import clients_for_round
 
 # A round's deadline: clients without a model by then are left out (partial rounds) or stop the run.
@@ -138,13 +138,6 @@ class Coordinator:
             self.log(f"round {round_number}: deadline passed, going on without workers {late}")
 
 
-def wait_for_init(layout: RunLayout, timeout: float, poll: float = POLL_SECONDS) -> RunConfig:
-    """The run's configuration, once the init step wrote it, the initial model and the shards."""
-    wait_for(layout, lambda: existing(layout.manifest_path), "the run's shards (the init step)", timeout, poll)
-    wait_for(layout, lambda: existing(layout.global_model_path(0)), "the run's initial model", timeout, poll)
-    return load_config(layout.config_path)
-
-
 def kept_model_evaluator(data: Path) -> Evaluate:
     """The accuracy test in this process, building the model once and loading each round's weights into it."""
     from common.backend import start_backend
@@ -200,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--data {data}: file not found")
     progress_file = os.environ.get("ARGO_PROGRESS_FILE")
     try:
-        config = wait_for_init(layout, args.start_timeout)
+        config = wait_for_run_start(layout, args.start_timeout)
         coordinator = Coordinator(layout, kept_model_evaluator(data), args.round_timeout,
                                   log=lambda line: print(line, flush=True))
 

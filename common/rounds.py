@@ -19,6 +19,7 @@ from typing import TypeVar
 from common.atomic import read_json, write_json
 from common.layout import RunLayout
 from common.modelfile import read_file_metadata
+from common.runconfig import RunConfig, load_config
 
 # How often a waiting process looks again: a round's start or end is seen within this, at the cost of a few
 # directory look-ups a second on the volume.
@@ -113,6 +114,13 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         time.sleep(poll)
+
+
+def wait_for_run_start(layout: RunLayout, timeout: float, poll: float = POLL_SECONDS) -> RunConfig:
+    """The run's configuration, once its init wrote it, the initial model and the shards (the manifest comes last)."""
+    wait_for(layout, lambda: existing(layout.manifest_path), "the run's shards (the init step)", timeout, poll)
+    wait_for(layout, lambda: existing(layout.global_model_path(0)), "the run's initial model", timeout, poll)
+    return load_config(layout.config_path)
 
 
 def existing(path: Path) -> Path | None:

@@ -28,13 +28,13 @@ from common.rounds import (
     client_has_failed,
     client_is_done,
     count_attempt,
-    existing,
     record_client_failure,
     stop_run,
     trainer_share,
     wait_for,
+    wait_for_run_start,
 )
-from common.runconfig import RunConfig, load_config
+from common.runconfig import RunConfig
 from common.sampling import read_sampled_clients
 from trainer.train import ClientTrainer, ProgressCallback
 
@@ -59,13 +59,6 @@ def one_line(error: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-def wait_for_run(layout: RunLayout, timeout: float, poll: float = POLL_SECONDS) -> RunConfig:
-    """The run's configuration, once init has written it, the initial model and the shards."""
-    wait_for(layout, lambda: existing(layout.manifest_path), "the run's shards (the init step)", timeout, poll)
-    wait_for(layout, lambda: existing(layout.global_model_path(0)), "the run's initial model", timeout, poll)
-    return load_config(layout.config_path)
 
 
 def round_clients(layout: RunLayout, config: RunConfig, round_number: int) -> list[int] | None:
@@ -98,7 +91,7 @@ class LongLivedTrainer:
 
     def serve(self, on_round: Callable[[int, int], None] | None = None) -> int:
         """Train this trainer's clients of every round, from the first unfinished one; returns how many it trained."""
-        config = wait_for_run(self.layout, self.wait_timeout, self.poll)
+        config = wait_for_run_start(self.layout, self.wait_timeout, self.poll)
         if self.trainer >= config.clients_each_round:
             self.log(f"trainer {self.trainer}: nothing to train ({config.clients_each_round} clients per round)")
             return 0
