@@ -53,7 +53,7 @@ NOT_RUN_SETTINGS = {"--volume", "--run-id", "--data", "--trainer", "--trainers",
 INIT_OWN_FLAGS = {"--volume", "--run-id", "--data", "--trainers", "--trainers-file"}
 # The DAG: each task and the tasks it waits for.
 PIPELINE = {"init": set(), "trainer-gpu": {"init"}, "trainer-cpu": {"init"}, "coordinator": {"init"},
-            "accuracy-test": {"coordinator"}, "publish": {"accuracy-test"}}
+            "accuracy-test": {"coordinator"}, "publish": {"coordinator"}}
 # The values Argo gives a step's own tags in a default run (trainer 0 of 3; the exit handler after success).
 STEP_VALUES = {"inputs.parameters.trainer": "0", "inputs.parameters.trainers": "3", "workflow.status": "Succeeded"}
 # Runs far from the defaults, and the RunConfig each must give: every setting of RunConfig changed in one of them.
