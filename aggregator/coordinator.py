@@ -71,14 +71,15 @@ class Coordinator:
         """Every round of the run, from the first unfinished one; returns each round's metrics."""
         history = []
         # Under a privacy budget the run ends before the round that would exceed it (known before training).
-        for round_number in range(1, last_round_within_budget(config) + 1):
-            metrics = self.complete_round(config, round_number)
+        last_round = last_round_within_budget(config)
+        for round_number in range(1, last_round + 1):
+            metrics = self.complete_round(config, round_number, last_round)
             history.append(metrics)
             if on_round is not None:
                 on_round(metrics)
         return history
 
-    def complete_round(self, config: RunConfig, round_number: int) -> dict:
+    def complete_round(self, config: RunConfig, round_number: int, last_round: int) -> dict:
         """Train (through the trainers), aggregate and evaluate one round, skipping what an earlier attempt did."""
         layout = self.layout
         metrics_path = layout.metrics_path(round_number)
@@ -96,7 +97,7 @@ class Coordinator:
         elif config.dp_clip is not None:
             # Started again between the global model and the deletion of the raw updates: finish that.
             aggregate_round(layout, round_number, config.workers)
-        if round_number < last_round_within_budget(config):
+        if round_number < last_round:
             clients_for_round(layout, config, round_number + 1)  # the next round starts before this one's test
         started = time.monotonic()
         metrics = self.evaluate(layout.global_model_path(round_number))
