@@ -143,7 +143,7 @@ class RunProcesses:
         try:
             return self.helper.submit(function, *arguments).result()
         except BrokenProcessPool:
-            self.helper.shutdown(wait=False, kill_workers=True)
+            self.helper.shutdown(wait=True, kill_workers=True)
             self.helper = None
             raise TrainerDied(f"the process running {what} died; finished work is kept, run the same command again to resume") from None
 
@@ -165,10 +165,10 @@ class RunProcesses:
                 continue
             if not isinstance(task.exception(), BrokenProcessPool):
                 raise task.exception()
-            executor.shutdown(wait=False, kill_workers=True)
+            executor.shutdown(wait=True, kill_workers=True)
             if not restart_dead:
                 raise TrainerDied(
-                    f"trainer {trainer}'s process died; finished work is kept, run the same command again to resume"
+                    f"a trainer process died (trainer {trainer}); finished work is kept, run the same command again to resume"
                 )
             # It picks up from the files: the client it was training counts one attempt (common/rounds.py), so a
             # client that kills its process every time is left out after CLIENT_ATTEMPTS, blamed on no other.
@@ -178,9 +178,9 @@ class RunProcesses:
         """Stop every process now: after an interrupt, a half-trained client is redone on resume anyway."""
         executors = [executor for executor, _ in self.trainers.values()] + ([self.helper] if self.helper else [])
         for executor in executors:
-            executor.shutdown(wait=False, kill_workers=True)
-        for executor in executors:
-            executor.shutdown(wait=True)
+            # One call that kills and waits: loky's exit handler would otherwise wait forever on an executor
+            # whose shutdown began without waiting (seen on Ctrl-C).
+            executor.shutdown(wait=True, kill_workers=True)
 
 
 def train_rounds(
