@@ -9,17 +9,19 @@ Both sides are the production commands on this machine: `python -m runner --roun
 2-core node), as the runner's default --parallelism gives it two trainer processes. Interleaved pairs; medians
 and their ratio are printed, and each side's per-round orchestration overhead (bench/round_overhead.py).
 
-Where the cluster's extra time goes, from its Workflow's node records and its pods (polled every second,
-since succeeded pods are deleted): for each kind of step, the pod's start (scheduling, sandbox, Argo's init
+Where the cluster's extra time goes, from its Workflow's node records and its pods (watched, since succeeded
+pods are deleted): for each kind of step, the pod's start (scheduling, sandbox, Argo's init
 container, until the main container runs), the main container (Python start and the step's work) and its
 completion (from main's exit until Argo marks the step done: the wait container reporting outputs); and the
-time in which no pod of the run existed at all (the controller between steps).
+time in which no pod of the run existed at all (the controller between steps); and the CPU seconds the cluster's
+own processes (API server, etcd, kubelet, containerd, the Argo controller...) used during each side's runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -68,21 +70,48 @@ def kubectl_json(*args: str) -> dict:
 
 
 class PodRecorder(threading.Thread):
-    """The last state seen of every pod of one workflow, polled until stopped."""
+    """The last state seen of every pod of one workflow, from one watch (a poll would load the cluster it measures)."""
 
     def __init__(self, workflow: str) -> None:
         super().__init__(daemon=True)
-        self.workflow, self.pods, self.stopped = workflow, {}, threading.Event()
+        self.pods: dict[str, dict] = {}
+        self.process = subprocess.Popen(
+            ["kubectl", "-n", "mnist", "get", "pods", "-l", f"workflows.argoproj.io/workflow={workflow}", "--watch",
+             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def run(self) -> None:
-        while not self.stopped.is_set():
+        decoder, buffer = json.JSONDecoder(), ""
+        for line in self.process.stdout:
+            buffer += line
             try:
-                listing = kubectl_json("get", "pods", "-l", f"workflows.argoproj.io/workflow={self.workflow}")
-            except subprocess.CalledProcessError:
-                listing = {"items": []}
-            for pod in listing["items"]:
-                self.pods[pod["metadata"]["name"]] = pod
-            self.stopped.wait(1)
+                pod, end = decoder.raw_decode(buffer.lstrip())
+            except json.JSONDecodeError:
+                continue  # an object spans many lines
+            buffer = buffer.lstrip()[end:]
+            self.pods[pod["metadata"]["name"]] = pod
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.join()
+
+
+CLUSTER_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kubelet", "containerd",
+                    "containerd-shim", "workflow-controller", "argoexec", "kubectl", "argo")
+
+
+def cluster_cpu_seconds() -> float:
+    """CPU seconds used so far by the cluster's own processes on this machine (not the run's Python)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if name.startswith(CLUSTER_PROGRAMS):
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def run_cluster(rounds: int, workers: int, parameters: list[str], min_accuracy: float) -> tuple[float, dict, dict]:
@@ -96,8 +125,7 @@ def run_cluster(rounds: int, workers: int, parameters: list[str], min_accuracy: 
     recorder.start()
     subprocess.run(["argo", "wait", "-n", "mnist", name], stdout=subprocess.DEVNULL)  # the phase is checked below
     seconds = time.perf_counter() - started
-    recorder.stopped.set()
-    recorder.join()
+    recorder.stop()
     workflow = kubectl_json("get", "workflow", name)
     if workflow["status"]["phase"] != "Succeeded":
         raise RuntimeError(f"{name}: {workflow['status']['phase']}: {workflow['status'].get('message')}")
@@ -150,15 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--clients-per-round", args.clients_per_round]
     trainers = min(TRAINERS, args.workers if args.clients_per_round == "all" else int(args.clients_per_round))
     local, cluster, idle, local_overhead, cluster_overhead, pods_per_run, sizes = [], [], [], [], [], [], []
+    cluster_cpu, cluster_cpu_local = [], []  # CPU seconds of the cluster's own processes during each side's runs
     kinds: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for pair in range(args.pairs):
         if not args.skip_local:
+            cpu_before = cluster_cpu_seconds()
             seconds, overhead, local_accuracy = run_local(args.data, args.rounds, args.workers, extra)
             local.append(seconds)
             local_overhead.append(overhead)
+            cluster_cpu_local.append(cluster_cpu_seconds() - cpu_before)
+        cpu_before = cluster_cpu_seconds()
         seconds, workflow, pods = run_cluster(args.rounds, args.workers, ["-p", f"clients-per-round={args.clients_per_round}"],
                                               args.min_accuracy)
         cluster.append(seconds)
+        cluster_cpu.append(cluster_cpu_seconds() - cpu_before)
         name = workflow["metadata"]["name"]
         cluster_overhead.append(median_overhead(args.cluster_volume / "runs" / name, trainers))
         cluster_accuracy = accuracies(args.cluster_volume / "runs" / name)
@@ -168,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         idle.append(no_pod)
         for kind, rows in by_kind.items():
             kinds[kind].extend(rows)
-        local_text = "" if args.skip_local else f"local {local[-1]:.1f} s (overhead p50 {local_overhead[-1]:.2f} s), "
+        local_text = "" if args.skip_local else (f"local {local[-1]:.1f} s (overhead p50 {local_overhead[-1]:.2f} s; "
+                                                  f"the idle cluster's CPU {cluster_cpu_local[-1]:.0f} s), ")
         print(f"pair {pair + 1}: {local_text}cluster {cluster[-1]:.1f} s (overhead p50 {cluster_overhead[-1]:.2f} s; "
               f"{name}, {pods_per_run[-1]} pods, Workflow object {sizes[-1] / 1024:.0f} KiB, "
-              f"{no_pod:.0f} s without a pod)", flush=True)
+              f"{no_pod:.0f} s without a pod; the cluster's own CPU {cluster_cpu[-1]:.0f} s)", flush=True)
         same = "" if args.skip_local else f"; the same as local: {cluster_accuracy == local_accuracy}"
         print(f"  accuracy per round: {', '.join(f'{100 * value:.2f}' for value in cluster_accuracy)}{same}", flush=True)
     cluster_median = statistics.median(cluster)
