@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rounds", type=int,
                         help="rounds of the run without DP (default --rounds); fewer only derive the clip norm from its "
                         "round 1 and leave that row out, for settings too large to train three times")
+    parser.add_argument("--volume", type=Path,
+                        help="keep the runs here (new run ids only), e.g. to follow a long one; default a temporary folder")
     parser.add_argument("--no-clip-only", action="store_true", help="leave out the run with clipping and no noise")
     parser.add_argument("--data", type=Path, default=data_path(REPO_ROOT / "volume"))
     args = parser.parse_args(argv)
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               "--rounds", str(args.rounds), "--epochs", "2", "--batch-size", "10", "--learning-rate-decay", "1"]
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
-        volume = Path(temporary)
+        volume = args.volume or Path(temporary)
         baseline_rounds = args.baseline_rounds or args.rounds
         baseline = [*common[:common.index("--rounds")], "--rounds", str(baseline_rounds), *common[common.index("--rounds") + 2:]]
         seconds = run(volume, args.data, "no-dp", baseline)
