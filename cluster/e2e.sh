@@ -213,16 +213,23 @@ import json, sys
 nodes = json.load(sys.stdin)["status"]["nodes"].values()
 print(sum(node["type"] == "Retry" and node.get("templateName") == sys.argv[1] for node in nodes))' "$2") )); }
 
+# start_fault_run ATTEMPTS: submits the reference run, waits until round 1's client has started (its
+# rounds/round-001/ATTEMPTS file) and a few seconds into its training, and sets the caller's name, run and pod
+# (a running trainer pod).
+start_fault_run() {
+  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name) ||
+    { fail "fault: argo submit workflows/mnist.yaml"; return 1; }
+  run="$LOCAL_VOLUME/runs/$name"
+  wait_for_file "$run/rounds/round-001/$1"
+  sleep 3
+  pod=$(running_pod "$name" trainer) || { fail "fault: no trainer pod of $name is running"; return 1; }
+}
+
 # A trainer pod deleted as an eviction or a drained node deletes it (SIGTERM) while it trains round 1, then the
 # coordinator's pod once round 2 has begun: Argo retries both, and they resume from the volume.
 fault_graceful_deletes() {
   local name run pod
-  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name) ||
-    { fail "fault: argo submit workflows/mnist.yaml"; return; }
-  run="$LOCAL_VOLUME/runs/$name"
-  wait_for_file "$run/rounds/round-001/attempts-000.json"
-  sleep 3
-  pod=$(running_pod "$name" trainer)
+  start_fault_run attempts-000.json || return
   check "fault: a trainer pod is deleted while it trains round 1 ($pod)" kubectl -n mnist delete "$pod" --wait=false
   wait_for_file "$run/rounds/round-001/metrics.json"
   # Succeeded pods are deleted (podGC), so their logs are read while they run.
@@ -242,12 +249,7 @@ fault_graceful_deletes() {
 # while it trains round 1, then the Argo controller's own pod in round 2.
 fault_forced_deletes() {
   local name run pod
-  name=$(argo submit -n mnist workflows/mnist.yaml "${REFERENCE_FLAGS[@]}" "${IMAGE_FLAGS[@]}" "${SMALL_NODE[@]}" -o name) ||
-    { fail "fault: argo submit workflows/mnist.yaml"; return; }
-  run="$LOCAL_VOLUME/runs/$name"
-  wait_for_file "$run/rounds/round-001/attempts-001.json"
-  sleep 3
-  pod=$(running_pod "$name" trainer)
+  start_fault_run attempts-001.json || return
   check "fault: a trainer pod is force-deleted while it trains round 1 ($pod)" \
     kubectl -n mnist delete "$pod" --grace-period=0 --force
   wait_for_file "$run/rounds/round-002/clients.json"
