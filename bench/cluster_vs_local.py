@@ -95,14 +95,16 @@ class PodRecorder(threading.Thread):
         self.join()
 
 
-CLUSTER_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kubelet", "containerd",
-                    "containerd-shim", "workflow-controller", "argoexec", "kubectl", "argo")
+# The cluster's own programs by their kernel names (/proc/PID/stat's, cut at 15 characters): the control plane,
+# the node, the Argo controller (workflow-controller), Argo's executors in the pods, and the CLIs.
+CLUSTER_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kubelet", "kube-proxy",
+                    "containerd", "workflow-contro", "argoexec", "kubectl", "argo")
 
 
-def cluster_cpu_seconds() -> float:
-    """CPU seconds used so far by the cluster's own processes on this machine (not the run's Python)."""
+def cluster_cpu_by_process() -> dict[tuple[int, int], float]:
+    """CPU seconds used so far by each live process of the cluster's own programs, by (pid, start time)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    used = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -110,8 +112,30 @@ def cluster_cpu_seconds() -> float:
             continue  # gone meanwhile
         name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
         if name.startswith(CLUSTER_PROGRAMS):
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+            used[int(stat.parent.name), int(fields[19])] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return used
+
+
+class ClusterCpu(threading.Thread):
+    """CPU seconds the cluster's own processes use from now until stopped, sampled every second, so that
+    processes which end meanwhile (a pod's executor, a CLI) count too, less their last second (an undercount)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.at_start = cluster_cpu_by_process()
+        self.last_seen = dict(self.at_start)
+        self.stopped = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(1):
+            self.last_seen.update(cluster_cpu_by_process())
+
+    def stop(self) -> float:
+        self.stopped.set()
+        self.join()
+        self.last_seen.update(cluster_cpu_by_process())
+        return sum(used - self.at_start.get(process, 0.0) for process, used in self.last_seen.items())
 
 
 def run_cluster(rounds: int, workers: int, parameters: list[str], min_accuracy: float) -> tuple[float, dict, dict]:
@@ -182,16 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     kinds: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for pair in range(args.pairs):
         if not args.skip_local:
-            cpu_before = cluster_cpu_seconds()
+            cpu = ClusterCpu()
             seconds, overhead, local_accuracy = run_local(args.data, args.rounds, args.workers, extra)
             local.append(seconds)
             local_overhead.append(overhead)
-            cluster_cpu_local.append(cluster_cpu_seconds() - cpu_before)
-        cpu_before = cluster_cpu_seconds()
+            cluster_cpu_local.append(cpu.stop())
+        cpu = ClusterCpu()
         seconds, workflow, pods = run_cluster(args.rounds, args.workers, ["-p", f"clients-per-round={args.clients_per_round}"],
                                               args.min_accuracy)
         cluster.append(seconds)
-        cluster_cpu.append(cluster_cpu_seconds() - cpu_before)
+        cluster_cpu.append(cpu.stop())
         name = workflow["metadata"]["name"]
         cluster_overhead.append(median_overhead(args.cluster_volume / "runs" / name, trainers))
         cluster_accuracy = accuracies(args.cluster_volume / "runs" / name)
