@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         print(f"bench.privacy: {args.data} missing: run `make data` first", file=sys.stderr)
         return 1
-    common = ["--workers", str(args.workers), "--clients-per-round", str(args.clients_per_round),
-              "--rounds", str(args.rounds), "--epochs", "2", "--batch-size", "10", "--learning-rate-decay", "1"]
+    settings = ["--workers", str(args.workers), "--clients-per-round", str(args.clients_per_round), "--epochs", "2",
+                "--batch-size", "10", "--learning-rate-decay", "1"]
+    common = [*settings, "--rounds", str(args.rounds)]
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
         volume = args.volume or Path(temporary)
         baseline_rounds = args.baseline_rounds or args.rounds
-        baseline = [*common[:common.index("--rounds")], "--rounds", str(baseline_rounds), *common[common.index("--rounds") + 2:]]
-        seconds = run(volume, args.data, "no-dp", baseline)
+        seconds = run(volume, args.data, "no-dp", [*settings, "--rounds", str(baseline_rounds)])
         clip = median_update_norm(RunLayout(volume, "no-dp"))
         print(f"no DP: {seconds:.0f} s; median update norm in round 1: {clip:.4g} (the fixed clip norm)", flush=True)
         if baseline_rounds == args.rounds:

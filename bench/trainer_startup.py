@@ -40,18 +40,19 @@ def child(volume: Path, workers: int, repeats: int) -> dict:
 
     start_backend()
     stamps["backend"] = time.time()
+    from common.runconfig import load_config
     from trainer.train import ClientTrainer
 
     layout = RunLayout(volume, RUN_ID)
     trainer = ClientTrainer()
-    config = json.loads(layout.config_path.read_text())
-    trainer.train(layout, 1, 0, config["epochs"], config["batch_size"], config["seed"])
+    config = load_config(layout.config_path)
+    trainer.train(layout, 1, 0, config.epochs, config.batch_size, config.seed)
     stamps["first_client"] = time.time()
     later = []
     for _ in range(repeats):
         for worker in range(workers):
             started = time.time()
-            trainer.train(layout, 1, worker, config["epochs"], config["batch_size"], config["seed"])
+            trainer.train(layout, 1, worker, config.epochs, config.batch_size, config.seed)
             later.append(time.time() - started)
     return {"stamps": stamps, "later_clients": later, "devices": device_names()}
 
